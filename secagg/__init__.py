@@ -1,0 +1,60 @@
+"""secagg core: encodings, PRF, wire format, the party/router/view seam and the round runner.
+
+This package never imports torch, phe or tenseal; protocols live in ``protocols``,
+attacks in ``leakage``.
+"""
+
+from secagg.encoding import FixedPoint
+from secagg.errors import (
+    ConfigError,
+    EncodingOverflowError,
+    IntegrityError,
+    KeyMismatchError,
+    NotEnoughClientsError,
+    ProtocolStateError,
+    SecAggError,
+    UnknownProtocolError,
+    WireFormatError,
+)
+from secagg.flat import FlatSpec, flatten, unflatten
+from secagg.party import KEY_HOLDER, SERVER, SERVER_B, Envelope, Inbound, Party, Revealed, View
+from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.round import Costs, RoundResult, reference_aggregate, run_round
+from secagg.router import Corrupt, Dropout, Inject, Replay
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KEY_HOLDER",
+    "SERVER",
+    "SERVER_B",
+    "ConfigError",
+    "Corrupt",
+    "Costs",
+    "Dropout",
+    "EncodingOverflowError",
+    "Envelope",
+    "FixedPoint",
+    "FlatSpec",
+    "Inbound",
+    "Inject",
+    "IntegrityError",
+    "KeyMismatchError",
+    "NotEnoughClientsError",
+    "Party",
+    "Protocol",
+    "ProtocolStateError",
+    "Replay",
+    "Revealed",
+    "RoundResult",
+    "RoundSpec",
+    "SecAggError",
+    "ThreatModel",
+    "UnknownProtocolError",
+    "View",
+    "WireFormatError",
+    "flatten",
+    "reference_aggregate",
+    "run_round",
+    "unflatten",
+]

@@ -1,0 +1,297 @@
+"""The wire format: a fixed header, a typed payload and a CRC32 trailer.
+
+Every message between parties crosses the router as these bytes, so byte counts are
+exact and the codec runs on every round. Layout (integers big-endian)::
+
+    offset  size  field
+    0       4     magic b"SAGG"
+    4       1     version (1)
+    5       1     flags (0; reserved)
+    6       2     protocol id
+    8       2     message type (protocol specific)
+    10      4     round
+    14      4     sender party id
+    18      4     recipient party id
+    22      4     payload length n
+    26      n     payload (its layout is documented by its Payload class)
+    26+n    4     CRC32 of bytes [0, 26+n)
+
+The CRC catches transport corruption, not an adversary: authenticity of secret
+material is each protocol's job (AES-GCM). Payload arrays are little-endian.
+
+Payload codecs are built from :class:`Writer` and :class:`Reader`, whose reads are
+bounds-checked: hostile bytes raise :class:`WireFormatError`, never ``IndexError`` or a
+silently wrong value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+from secagg.errors import WireFormatError
+
+MAGIC = b"SAGG"
+VERSION = 1
+HEADER = struct.Struct(">4sBBHHIIII")
+HEADER_BYTES = HEADER.size  # 26
+TRAILER_BYTES = 4
+MAX_PAYLOAD = 2**32 - 1
+
+# dtype codes for arrays on the wire; little-endian always.
+_DTYPE_CODES: dict[int, np.dtype] = {
+    1: np.dtype("<u1"),
+    2: np.dtype("<u4"),
+    3: np.dtype("<u8"),
+    4: np.dtype("<i8"),
+    5: np.dtype("<f4"),
+    6: np.dtype("<f8"),
+    7: np.dtype("<f2"),
+}
+_CODE_OF = {dtype: code for code, dtype in _DTYPE_CODES.items()}
+
+
+class Writer:
+    """Builds a payload field by field."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes | memoryview] = []
+
+    def u8(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">B", value))
+        return self
+
+    def u16(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">H", value))
+        return self
+
+    def u32(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">I", value))
+        return self
+
+    def u64(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">Q", value))
+        return self
+
+    def f64(self, value: float) -> Writer:
+        self._parts.append(struct.pack(">d", value))
+        return self
+
+    def raw(self, data: bytes) -> Writer:
+        """Fixed-length bytes whose length the reader knows."""
+        self._parts.append(bytes(data))
+        return self
+
+    def blob(self, data: bytes) -> Writer:
+        """u32 length then the bytes."""
+        self._parts.append(struct.pack(">I", len(data)))
+        self._parts.append(bytes(data))
+        return self
+
+    def text(self, value: str) -> Writer:
+        return self.blob(value.encode("utf-8"))
+
+    def array(self, values: np.ndarray) -> Writer:
+        """u8 dtype code, u64 element count, then the elements little-endian (1-D)."""
+        array = np.asarray(values)
+        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        code = _CODE_OF.get(np.dtype(dtype).newbyteorder("<"))
+        if code is None:
+            raise WireFormatError(f"expected an array of {sorted(map(str, _CODE_OF))}, got {array.dtype}")
+        little = np.ascontiguousarray(array.reshape(-1), dtype=_DTYPE_CODES[code])
+        self._parts.append(struct.pack(">BQ", code, little.size))
+        self._parts.append(little.view(np.uint8).data)
+        return self
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Reads a payload field by field; every read checks the bytes are there."""
+
+    def __init__(self, data: bytes | memoryview, what: str = "payload") -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._what = what
+
+    def _take(self, n: int, field: str) -> memoryview:
+        if n < 0 or self._pos + n > len(self._data):
+            raise WireFormatError(
+                f"{self._what}: expected {n} bytes for {field} at offset {self._pos}, "
+                f"only {len(self._data) - self._pos} remain"
+            )
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return chunk
+
+    def u8(self, field: str = "u8") -> int:
+        return int(self._take(1, field)[0])
+
+    def u16(self, field: str = "u16") -> int:
+        return int(struct.unpack(">H", self._take(2, field))[0])
+
+    def u32(self, field: str = "u32") -> int:
+        return int(struct.unpack(">I", self._take(4, field))[0])
+
+    def u64(self, field: str = "u64") -> int:
+        return int(struct.unpack(">Q", self._take(8, field))[0])
+
+    def f64(self, field: str = "f64") -> float:
+        return float(struct.unpack(">d", self._take(8, field))[0])
+
+    def raw(self, n: int, field: str = "bytes") -> bytes:
+        return bytes(self._take(n, field))
+
+    def blob(self, field: str = "blob", max_len: int = MAX_PAYLOAD) -> bytes:
+        length = self.u32(f"{field} length")
+        if length > max_len:
+            raise WireFormatError(f"{self._what}: {field} of at most {max_len} bytes expected, got {length}")
+        return bytes(self._take(length, field))
+
+    def text(self, field: str = "text", max_len: int = 4096) -> str:
+        data = self.blob(field, max_len)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WireFormatError(f"{self._what}: {field} is not utf-8") from exc
+
+    def array(
+        self, field: str = "array", *, dtype: str | None = None, count: int | None = None
+    ) -> np.ndarray:
+        """A 1-D array; ``dtype``/``count``, when given, are checked against the header."""
+        code = self.u8(f"{field} dtype")
+        if code not in _DTYPE_CODES:
+            raise WireFormatError(f"{self._what}: {field} has unknown dtype code {code}")
+        found = _DTYPE_CODES[code]
+        if dtype is not None and found != np.dtype(dtype).newbyteorder("<"):
+            raise WireFormatError(f"{self._what}: {field} expected dtype {dtype}, got {found}")
+        n = self.u64(f"{field} count")
+        if count is not None and n != count:
+            raise WireFormatError(f"{self._what}: {field} expected {count} elements, got {n}")
+        chunk = self._take(n * found.itemsize, field)
+        return np.frombuffer(chunk, dtype=found)
+
+    def done(self) -> None:
+        """Raise if bytes are left over (an oversized message)."""
+        if self._pos != len(self._data):
+            raise WireFormatError(
+                f"{self._what}: expected {self._pos} bytes, got {len(self._data)} "
+                f"({len(self._data) - self._pos} trailing)"
+            )
+
+
+P = TypeVar("P", bound="Payload")
+
+
+class Payload:
+    """Base of every message body: a dataclass with ``to_bytes``/``from_bytes``.
+
+    Subclasses set ``msg_type`` (unique within their protocol) and document their
+    byte layout. ``arrays()`` lists the numeric contents, which is what an observer
+    (and the leakage assessment) can take from the decoded message.
+    """
+
+    msg_type: ClassVar[int]
+
+    def to_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def from_bytes(cls: type[P], data: bytes | memoryview) -> P:
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Numeric fields of the decoded payload, by field name."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        found: dict[str, np.ndarray] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, np.ndarray):
+                found[item.name] = value
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+                for i, v in enumerate(value):
+                    found[f"{item.name}[{i}]"] = v
+        return found
+
+
+@dataclass(frozen=True)
+class Header:
+    protocol_id: int
+    msg_type: int
+    round_id: int
+    sender: int
+    recipient: int
+    payload_len: int
+    version: int = VERSION
+
+
+def encode_message(
+    *, protocol_id: int, round_id: int, sender: int, recipient: int, payload: Payload
+) -> bytes:
+    """Header + payload + CRC32: the exact bytes that cross the wire."""
+    body = payload.to_bytes()
+    if len(body) > MAX_PAYLOAD:
+        raise WireFormatError(f"payload of at most {MAX_PAYLOAD} bytes expected, got {len(body)}")
+    head = HEADER.pack(
+        MAGIC, VERSION, 0, protocol_id, payload.msg_type, round_id, sender, recipient, len(body)
+    )
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return b"".join((head, body, struct.pack(">I", crc)))
+
+
+def decode_header(data: bytes | memoryview) -> Header:
+    """Parse and check the header and the CRC of a whole message."""
+    view = memoryview(data)
+    if len(view) < HEADER_BYTES + TRAILER_BYTES:
+        raise WireFormatError(
+            f"expected at least {HEADER_BYTES + TRAILER_BYTES} bytes of message, got {len(view)}"
+        )
+    magic, version, flags, protocol_id, msg_type, round_id, sender, recipient, length = HEADER.unpack(
+        view[:HEADER_BYTES]
+    )
+    if magic != MAGIC:
+        raise WireFormatError(f"expected magic {MAGIC!r}, got {bytes(magic)!r}")
+    if version != VERSION:
+        raise WireFormatError(f"expected wire version {VERSION}, got {version}")
+    if flags != 0:
+        raise WireFormatError(f"expected flags 0, got {flags}")
+    expected = HEADER_BYTES + length + TRAILER_BYTES
+    if len(view) != expected:
+        kind = "truncated" if len(view) < expected else "oversized"
+        raise WireFormatError(f"{kind} message: header says {expected} bytes, got {len(view)}")
+    (crc,) = struct.unpack(">I", view[-TRAILER_BYTES:])
+    if zlib.crc32(view[:-TRAILER_BYTES]) != crc:
+        raise WireFormatError("corrupted message: CRC32 mismatch")
+    return Header(protocol_id, msg_type, round_id, sender, recipient, length, version)
+
+
+def decode_message(
+    data: bytes | memoryview,
+    payload_types: Mapping[int, type[Payload]],
+    *,
+    protocol_id: int,
+) -> tuple[Header, Payload]:
+    """Check the header, then decode the payload with its registered type."""
+    header = decode_header(data)
+    if header.protocol_id != protocol_id:
+        raise WireFormatError(f"expected protocol id {protocol_id}, got {header.protocol_id}")
+    payload_type = payload_types.get(header.msg_type)
+    if payload_type is None:
+        raise WireFormatError(f"expected a message type in {sorted(payload_types)}, got {header.msg_type}")
+    body = memoryview(data)[HEADER_BYTES : HEADER_BYTES + header.payload_len]
+    try:
+        payload = payload_type.from_bytes(body)
+    except WireFormatError:
+        raise
+    except (ValueError, struct.error, IndexError, OverflowError) as exc:
+        # A codec that slipped: report it as what it is, a malformed message.
+        raise WireFormatError(f"malformed {payload_type.__name__}: {exc}") from exc
+    return header, payload

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from secagg.encoding import FixedPoint, decode, encode
+from secagg.errors import ConfigError, EncodingOverflowError
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ring_bits=st.sampled_from([32, 64]),
+    frac_bits=st.integers(0, 28),
+    data=st.data(),
+)
+def test_round_trip_within_half_ulp(ring_bits: int, frac_bits: int, data: st.DataObject) -> None:
+    clip = 4.0
+    codec = FixedPoint(ring_bits=ring_bits, frac_bits=frac_bits, clip=clip)
+    values = data.draw(
+        hnp.arrays(np.float64, st.integers(1, 50), elements=st.floats(-clip, clip, allow_nan=False))
+    )
+    decoded = codec.decode(codec.encode(values))
+    assert np.all(np.abs(decoded - values) <= codec.error_bound)
+
+
+def test_rounds_to_nearest_not_truncation() -> None:
+    codec = FixedPoint(ring_bits=32, frac_bits=2, clip=8.0)
+    # 0.2 * 4 = 0.8 -> 1 (truncation would give 0); -0.2 -> -1.
+    assert codec.encode(np.array([0.2, -0.2])).view(np.int32).tolist() == [1, -1]
+
+
+def test_twos_complement_layout() -> None:
+    codec = FixedPoint(ring_bits=32, frac_bits=16, clip=1.0)
+    assert codec.encode(np.array([-1.0]))[0] == 2**32 - 2**16
+    codec64 = FixedPoint(ring_bits=64, frac_bits=16, clip=1.0)
+    assert codec64.encode(np.array([-1.0]))[0] == 2**64 - 2**16
+    assert codec64.encode(np.array([1.0])).dtype == np.uint64
+
+
+@settings(max_examples=100, deadline=None)
+@given(n_clients=st.integers(1, 64), ring_bits=st.sampled_from([32, 64]), seed=st.integers(0, 2**16))
+def test_sums_within_budget_decode_exactly(n_clients: int, ring_bits: int, seed: int) -> None:
+    codec = FixedPoint.plan(clip=2.0, n_clients=n_clients, ring_bits=ring_bits)
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-2.0, 2.0, (n_clients, 16))
+    values[0, 0] = 2.0  # the extremes are in the budget
+    values[-1, 1] = -2.0
+    total = np.zeros(16, dtype=codec.dtype)
+    for row in values:
+        total += codec.encode(row)  # wraps mod 2^k, as the ring does
+    decoded = codec.decode(total)
+    assert np.all(np.abs(decoded - values.sum(axis=0)) <= n_clients * codec.error_bound + 1e-9)
+
+
+def test_all_clients_at_the_extreme_fit_exactly() -> None:
+    codec = FixedPoint(ring_bits=32, frac_bits=16, clip=1.0)
+    n = codec.max_clients()
+    codec.check_budget(n)
+    total = (codec.encode(np.array([-1.0])).astype(np.uint64) * n) % 2**32
+    assert codec.decode(total.astype(np.uint32))[0] == -float(n)
+    with pytest.raises(EncodingOverflowError, match=f"{n + 1} clients"):
+        codec.check_budget(n + 1)
+
+
+def test_plan_picks_most_fractional_bits() -> None:
+    codec = FixedPoint.plan(clip=1.0, n_clients=100, ring_bits=32)
+    codec.check_budget(100)
+    with pytest.raises(EncodingOverflowError):
+        FixedPoint(ring_bits=32, frac_bits=codec.frac_bits + 1, clip=1.0).check_budget(100)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.5, -1.0000001])
+def test_rejects_nan_inf_and_out_of_range(bad: float) -> None:
+    codec = FixedPoint(ring_bits=32, frac_bits=16, clip=1.0)
+    with pytest.raises(EncodingOverflowError, match="expected"):
+        codec.encode(np.array([0.0, bad]))
+
+
+def test_clipping_only_when_asked() -> None:
+    codec = FixedPoint(ring_bits=32, frac_bits=16, clip=1.0)
+    clipped = codec.decode(codec.encode(np.array([3.0, -np.inf]), clip_values=True))
+    assert clipped.tolist() == [1.0, -1.0]
+    with pytest.raises(EncodingOverflowError, match="NaN"):
+        codec.encode(np.array([np.nan]), clip_values=True)
+
+
+def test_config_errors_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="ring_bits"):
+        FixedPoint(ring_bits=16)
+    with pytest.raises(ConfigError, match="clip"):
+        FixedPoint(clip=-1.0)
+    with pytest.raises(EncodingOverflowError, match="Z_2\\^32"):
+        FixedPoint(ring_bits=32, frac_bits=31, clip=2.0)
+
+
+def test_pure_functions_match_codec() -> None:
+    x = np.linspace(-1, 1, 11)
+    u = encode(x, ring_bits=64, frac_bits=20, clip=1.0)
+    assert np.array_equal(decode(u, ring_bits=64, frac_bits=20), FixedPoint(64, 20, 1.0).decode(u))
