@@ -165,10 +165,10 @@ class Router:
         inbox: list[Inbound] = []
         started = time.perf_counter()
         for item in pending:
-            self.bytes_received[recipient] += len(item.raw)
             if not alive:
                 self._record(item, recipient, None, False, "recipient dropped out")
                 continue
+            self.bytes_received[recipient] += len(item.raw)
             try:
                 header, payload = decode_message(item.raw, self._table, protocol_id=self.protocol.wire_id)
                 self._check(header.round_id, header.sender, header.recipient, recipient)
