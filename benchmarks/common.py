@@ -17,7 +17,7 @@ _PACKAGES = ("numpy", "cryptography", "phe", "gmpy2", "tenseal", "torch", "flwr"
 
 def environment() -> dict[str, Any]:
     """CPU, Python, library versions and thread settings, for the JSON record."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
