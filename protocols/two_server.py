@@ -1,0 +1,561 @@
+"""Two-server additive secret sharing with PRF-compressed shares ("two-server").
+
+What it is: the two-server aggregation of Prio (Corrigan-Gibbs & Boneh, NSDI 2017)
+without the validity proofs, with one of the two additive shares compressed to a PRG
+seed (the bandwidth saving Prio describes for all servers but one): client i encodes
+its update x_i in fixed point in Z_2^k, draws a fresh 32-byte seed s_i from the OS
+CSPRNG and sends
+
+    to server A (SERVER):   y_i = x_i - PRF(s_i, domain(round, i))   mod 2^k   (k/8 bytes/param)
+    to server B (SERVER_B): seal(pk_B, s_i, ad = protocol | round | i | B)   (80 bytes)
+
+A sums the y_i, B sums the masks PRF(s_i, ...) over the same clients, and A adds the
+two sums: sum x_i = sum y_i + sum masks (mod 2^k), decoded to floats.
+
+Threat model (semi-honest servers, non-colluding):
+
+* Keys: B holds an X25519 key pair provisioned at setup (one per protocol instance,
+  reused across rounds); every client holds pk_B. Seeds are fresh per client per round.
+* A alone sees, per client, a vector uniform over Z_2^k (a one-time pad by a PRF
+  stream keyed by a seed it never sees), then B's mask sum over the agreed set
+  (uniform too) and the aggregate. Sealed seeds do not pass through A; were they
+  relayed or observed on the wire, A could not open them without B's private key.
+* B alone sees, per client, a 32-byte seed (sealed on the wire, so a network observer
+  and A learn nothing), A's list of client ids, and the mask sum it computes itself;
+  it never sees anything that depends on x_i.
+* A and B colluding learn every update: y_i + PRF(s_i) = x_i. ``test_two_server``
+  shows it. There is no protection against a malicious server: B can shift the
+  aggregate by sending a wrong mask sum, A can choose which (>= min_clients) clients
+  the reveal covers by what it claims to hold.
+* Dropouts: any number, before or after upload. A client that reached only one server
+  is left out by both: A lists the clients it holds, B answers with the mask sum over
+  the intersection and the intersection itself, A removes the shares of clients
+  outside it. Nothing from a one-server client reaches the revealed sum.
+* Minimum clients: ``min_clients`` (default 2). Both servers refuse to reveal a sum
+  over fewer agreed clients (:class:`NotEnoughClientsError`): a sum of one client's
+  input is that client's input.
+
+Why seeds go to B directly rather than through A: sealing already makes relaying safe
+(A could read nothing), so the choice is about the round, not secrecy. Direct delivery
+saves a stage and A's relay message (80 bytes per client through A twice), keeps A
+from silently withholding a client's seed, and makes "which clients reached B" a fact
+B states itself in the set agreement, which is what lets a client that reached only
+one server be detected and left out. Relaying would suit a deployment where clients
+can reach only A; the sealed layout and associated data would not change.
+
+Replay: the sealed seed's associated data binds protocol, round and client, so an old
+round's seed re-headed into a new round fails its GCM tag (:class:`IntegrityError`
+naming the sender); the router already refuses messages whose header names another
+round and duplicates within one.
+
+Stages: ``upload`` (clients send) -> ``collect`` (A sums shares and lists them to B; B
+opens seeds and sums masks) -> ``unmask`` (B answers with the mask sum over the
+intersection) -> ``reveal`` (A combines and decodes).
+
+Upload: 4 bytes per parameter for k = 32 (8 for k = 64) + 9 bytes of array header +
+80 bytes of sealed seed + two 30-byte message frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from protocols import register
+from secagg.encoding import FixedPoint, check_range
+from secagg.errors import ConfigError, NotEnoughClientsError, ProtocolStateError, WireFormatError
+from secagg.party import SERVER, SERVER_B, Envelope, Inbound, Party, Revealed, party_name
+from secagg.prf import SEED_BYTES, derive_key, domain, random_seed
+from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.sealing import SEAL_OVERHEAD, generate_keypair, open_sealed, seal
+from secagg.wire import Payload, Reader, Writer
+
+WIRE_ID = 30
+SEALED_SEED_BYTES = SEED_BYTES + SEAL_OVERHEAD  # 80
+_ARRAY_HEADER = 9  # Writer.array: u8 dtype code + u64 count
+_DTYPE_CODE = {32: 2, 64: 3}  # wire.py's codes for <u4 and <u8
+# Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
+_BLOCK = 1 << 15
+
+
+def mask_label(round_id: int, client: int) -> bytes:
+    """PRF domain of client ``client``'s mask in round ``round_id``."""
+    return domain("two-server/mask", round_id=round_id, parties=(client,))
+
+
+def seed_associated_data(round_id: int, client: int) -> bytes:
+    """Associated data of a sealed seed: binds protocol id, round, sender and recipient."""
+    label = domain("two-server/seed", round_id=round_id, parties=(client, SERVER_B))
+    return WIRE_ID.to_bytes(2, "big") + label
+
+
+@dataclass(frozen=True)
+class TwoServerConfig:
+    """``ring_bits`` k (32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
+    ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2)."""
+
+    ring_bits: int = 32
+    frac_bits: int = 16
+    clip: float = 1.0
+    min_clients: int = 2
+
+    def __post_init__(self) -> None:
+        # FixedPoint validates ring_bits, frac_bits and clip (and that clip*2^f fits).
+        self.codec()
+        if not isinstance(self.min_clients, int) or self.min_clients < 2:
+            raise ConfigError(
+                "min_clients must be an int >= 2 (a sum of one input is that input), "
+                f"got {self.min_clients!r}"
+            )
+
+    def codec(self) -> FixedPoint:
+        return FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
+
+
+# --- payloads ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskedShare(Payload):
+    """A's share of one client: x - PRF(seed) in Z_2^k.
+
+    Layout: array values (u8 dtype code 2 = <u4 or 3 = <u8 | u64 count | count * k/8
+    bytes little-endian). A client builds it with :meth:`allocate` and writes the
+    masked values straight into the wire buffer, so ``to_bytes`` copies nothing.
+    """
+
+    msg_type: ClassVar[int] = 1
+    values: np.ndarray
+    _wire: bytearray | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def allocate(cls, n: int, ring_bits: int) -> MaskedShare:
+        """A share whose ``values`` is a writable view into its own wire buffer."""
+        itemsize = ring_bits // 8
+        buffer = bytearray(_ARRAY_HEADER + n * itemsize)
+        buffer[0] = _DTYPE_CODE[ring_bits]
+        buffer[1:_ARRAY_HEADER] = n.to_bytes(8, "big")
+        dtype = np.dtype(f"<u{itemsize}")
+        values = np.frombuffer(buffer, dtype=dtype, offset=_ARRAY_HEADER, count=n)
+        return cls(values, buffer)
+
+    def to_bytes(self) -> bytes:
+        if self._wire is not None:
+            # The prebuilt buffer is the layout above; handing it over spares a 4n-byte copy.
+            return cast(bytes, self._wire)
+        return Writer().array(self.values).to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> MaskedShare:
+        reader = Reader(data, "MaskedShare")
+        values = reader.array("values")
+        reader.done()
+        if values.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
+            raise WireFormatError(f"MaskedShare: expected <u4 or <u8 values, got {values.dtype}")
+        return cls(values)
+
+
+@dataclass(frozen=True)
+class SealedSeed(Payload):
+    """B's share of one client: the 32-byte seed sealed to B's X25519 key.
+
+    Layout: 80 raw bytes = ephemeral public key (32) | AES-GCM ciphertext (32) | tag (16)
+    (see :mod:`secagg.sealing`).
+    """
+
+    msg_type: ClassVar[int] = 2
+    sealed: bytes
+
+    def to_bytes(self) -> bytes:
+        if len(self.sealed) != SEALED_SEED_BYTES:
+            raise WireFormatError(f"SealedSeed: expected {SEALED_SEED_BYTES} bytes, got {len(self.sealed)}")
+        return bytes(self.sealed)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> SealedSeed:
+        reader = Reader(data, "SealedSeed")
+        sealed = reader.raw(SEALED_SEED_BYTES, "sealed seed")
+        reader.done()
+        return cls(sealed)
+
+
+def _write_ids(writer: Writer, ids: Sequence[int]) -> Writer:
+    return writer.array(np.asarray(sorted(ids), dtype="<u4"))
+
+
+def _read_ids(reader: Reader, what: str) -> tuple[int, ...]:
+    ids = tuple(int(i) for i in reader.array(what, dtype="<u4"))
+    if any(b <= a for a, b in zip(ids, ids[1:])):
+        raise WireFormatError(f"{what}: expected strictly increasing client ids, got {list(ids)[:8]}...")
+    return ids
+
+
+@dataclass(frozen=True)
+class HeldSet(Payload):
+    """A -> B: the clients whose shares A holds.
+
+    Layout: array ids (u8 code 2 | u64 count | count * u32 little-endian, increasing).
+    """
+
+    msg_type: ClassVar[int] = 3
+    clients: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        return _write_ids(Writer(), self.clients).to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> HeldSet:
+        reader = Reader(data, "HeldSet")
+        clients = _read_ids(reader, "clients")
+        reader.done()
+        return cls(clients)
+
+
+@dataclass(frozen=True)
+class MaskSum(Payload):
+    """B -> A: the agreed clients (intersection) and the sum of their masks mod 2^k.
+
+    Layout: array ids (as in HeldSet) | array mask_sum (code 2 <u4 or 3 <u8 | u64 n | values).
+    """
+
+    msg_type: ClassVar[int] = 4
+    clients: tuple[int, ...]
+    mask_sum: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        return _write_ids(Writer(), self.clients).array(self.mask_sum).to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> MaskSum:
+        reader = Reader(data, "MaskSum")
+        clients = _read_ids(reader, "clients")
+        mask_sum = reader.array("mask_sum")
+        reader.done()
+        if mask_sum.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
+            raise WireFormatError(f"MaskSum: expected <u4 or <u8 values, got {mask_sum.dtype}")
+        return cls(clients, mask_sum)
+
+
+# --- the client kernel --------------------------------------------------------------------
+
+
+def mask_update(
+    update: np.ndarray, codec: FixedPoint, seed: bytes, label: bytes, out: np.ndarray
+) -> np.ndarray:
+    """Write ``encode(update) - PRF(seed, label)`` mod 2^k into ``out``; one pass, in blocks.
+
+    Equal to ``codec.encode(update) - prf.expand(seed, label, n)``, but each block of
+    the float input is range-checked, scaled, rounded, cast and masked while it sits in
+    cache, and the AES-CTR keystream is produced block by block into one reused buffer
+    (CTR is a stream: the blocks concatenate to ``prf.expand``'s stream).
+    """
+    n = update.size
+    if out.size != n or out.dtype != np.dtype(codec.dtype).newbyteorder("<"):
+        raise ConfigError(
+            f"out: expected {n} elements of {np.dtype(codec.dtype)}, got {out.size} of {out.dtype}"
+        )
+    itemsize = codec.ring_bits // 8
+    signed = np.dtype(f"<i{itemsize}")
+    scale = codec.scale
+    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    block = min(_BLOCK, max(n, 1))
+    scaled = np.empty(block, dtype=np.float64)
+    encoded = np.empty(block, dtype=signed)
+    zeros = bytes(block * itemsize)
+    # update_into wants room for one extra AES block.
+    stream = bytearray(block * itemsize + 15)
+    stream_view = np.frombuffer(stream, dtype=out.dtype, count=block)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        m = stop - start
+        chunk = update[start:stop]
+        check_range(chunk, codec.clip)
+        np.multiply(chunk, scale, out=scaled[:m])
+        np.rint(scaled[:m], out=scaled[:m])
+        np.copyto(encoded[:m], scaled[:m], casting="unsafe")
+        encryptor.update_into(zeros[: m * itemsize], stream)
+        np.subtract(encoded[:m].view(out.dtype), stream_view[:m], out=out[start:stop])
+    encryptor.finalize()
+    return out
+
+
+def accumulate_mask(total: np.ndarray, seed: bytes, label: bytes, *, subtract: bool = False) -> np.ndarray:
+    """``total += PRF(seed, label)`` (or ``-=``) mod 2^k in place, block by block.
+
+    The same stream as ``prf.expand(seed, label, total.size)`` without materialising it:
+    B adds one mask per client, and a 4n-byte temporary per client would double its
+    memory traffic.
+    """
+    itemsize = total.dtype.itemsize
+    n = total.size
+    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    block = min(_BLOCK, max(n, 1))
+    zeros = bytes(block * itemsize)
+    stream = bytearray(block * itemsize + 15)
+    stream_view = np.frombuffer(stream, dtype=total.dtype, count=block)
+    combine = np.subtract if subtract else np.add
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        m = stop - start
+        encryptor.update_into(zeros[: m * itemsize], stream)
+        combine(total[start:stop], stream_view[:m], out=total[start:stop])
+    encryptor.finalize()
+    return total
+
+
+# --- parties --------------------------------------------------------------------------------
+
+
+class TwoServerClient(Party):
+    role = "client"
+
+    def __init__(
+        self, party_id: int, update: np.ndarray, spec: RoundSpec, codec: FixedPoint, server_b_public: bytes
+    ) -> None:
+        super().__init__(party_id)
+        self._update = update
+        self._spec = spec
+        self._codec = codec
+        self._server_b_public = server_b_public
+
+    def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        if stage != "upload":
+            return []
+        seed = random_seed()
+        share = MaskedShare.allocate(self._update.size, self._codec.ring_bits)
+        mask_update(
+            np.asarray(self._update, dtype=np.float64),
+            self._codec,
+            seed,
+            mask_label(self._spec.round_id, self.party_id),
+            share.values,
+        )
+        sealed = seal(self._server_b_public, seed, seed_associated_data(self._spec.round_id, self.party_id))
+        return [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+
+
+class ServerA(Party):
+    """Holds the masked shares and reveals the aggregate."""
+
+    role = "server"
+
+    def __init__(self, spec: RoundSpec, codec: FixedPoint, min_clients: int) -> None:
+        super().__init__(SERVER)
+        self._spec = spec
+        self._codec = codec
+        self._min_clients = min_clients
+        self._total: np.ndarray | None = None
+        # References to the received shares (views of the delivered bytes, no copies),
+        # kept until B names the agreed set so a share B cannot unmask can be removed.
+        self._shares: dict[int, np.ndarray] = {}
+        self._revealed: Revealed | None = None
+
+    def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        if stage == "collect":
+            return self._collect(inbox)
+        if stage == "reveal":
+            self._reveal(inbox)
+        elif inbox:
+            raise ProtocolStateError(f"server: expected no messages at stage {stage!r}, got {len(inbox)}")
+        return []
+
+    def _collect(self, inbox: Sequence[Inbound]) -> list[Envelope]:
+        dtype = np.dtype(self._codec.dtype).newbyteorder("<")
+        for message in inbox:
+            payload = message.payload
+            sender = message.sender
+            if not isinstance(payload, MaskedShare) or not 0 <= sender < self._spec.n_clients:
+                raise ProtocolStateError(
+                    f"server: expected MaskedShare from a client, got {type(payload).__name__} "
+                    f"from {party_name(sender)}"
+                )
+            values = payload.values
+            if values.dtype != dtype or values.size != self._spec.n_params:
+                raise ProtocolStateError(
+                    f"server: expected {self._spec.n_params} elements of {dtype} from "
+                    f"{party_name(sender)}, got {values.size} of {values.dtype}"
+                )
+            if self._total is None:
+                self._total = values.copy()
+            else:
+                np.add(self._total, values, out=self._total)
+            self._shares[sender] = values
+        return [Envelope(SERVER_B, HeldSet(tuple(sorted(self._shares))))]
+
+    def _reveal(self, inbox: Sequence[Inbound]) -> None:
+        answers = [m for m in inbox if isinstance(m.payload, MaskSum) and m.sender == SERVER_B]
+        if len(answers) != 1 or len(inbox) != 1:
+            raise ProtocolStateError(
+                f"server: expected one MaskSum from server-b, got {len(answers)} of {len(inbox)} messages"
+            )
+        answer = cast(MaskSum, answers[0].payload)
+        agreed = set(answer.clients)
+        unknown = agreed - set(self._shares)
+        if unknown:
+            raise ProtocolStateError(
+                f"server: server-b's agreed set names clients whose shares are not held: {sorted(unknown)}"
+            )
+        if len(agreed) < self._min_clients:
+            raise NotEnoughClientsError(
+                f"server: refusing to reveal a sum over {len(agreed)} clients, expected at least "
+                f"{self._min_clients}"
+            )
+        dtype = np.dtype(self._codec.dtype).newbyteorder("<")
+        mask_sum = answer.mask_sum
+        if mask_sum.dtype != dtype or mask_sum.size != self._spec.n_params:
+            raise ProtocolStateError(
+                f"server: expected a mask sum of {self._spec.n_params} {dtype}, "
+                f"got {mask_sum.size} of {mask_sum.dtype}"
+            )
+        total = cast(np.ndarray, self._total)  # agreed is non-empty, so shares arrived
+        # Clients that reached A only: B has no mask for them, so their shares leave the sum.
+        for client in sorted(set(self._shares) - agreed):
+            np.subtract(total, self._shares[client], out=total)
+        np.add(total, mask_sum, out=total)
+        self._shares.clear()
+        self._revealed = Revealed(self._codec.decode(total), tuple(sorted(agreed)))
+
+    def output(self) -> Revealed | None:
+        return self._revealed
+
+
+class ServerB(Party):
+    """Holds the seeds (as X25519-sealed boxes on the wire) and answers with mask sums."""
+
+    role = "server-b"
+
+    def __init__(
+        self, spec: RoundSpec, codec: FixedPoint, min_clients: int, private_key: bytes, public_key: bytes
+    ) -> None:
+        super().__init__(SERVER_B)
+        self._spec = spec
+        self._codec = codec
+        self._min_clients = min_clients
+        self._private_key = private_key
+        self._public_key = public_key
+        self._seeds: dict[int, bytes] = {}
+        self._mask_total: np.ndarray | None = None
+
+    def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        if stage == "collect":
+            self._collect(inbox)
+            return []
+        if stage == "unmask":
+            return self._unmask(inbox)
+        if inbox:
+            raise ProtocolStateError(f"server-b: expected no messages at stage {stage!r}, got {len(inbox)}")
+        return []
+
+    def _accumulate(self, total: np.ndarray, client: int, *, subtract: bool = False) -> None:
+        label = mask_label(self._spec.round_id, client)
+        accumulate_mask(total, self._seeds[client], label, subtract=subtract)
+
+    def _collect(self, inbox: Sequence[Inbound]) -> None:
+        for message in inbox:
+            payload = message.payload
+            sender = message.sender
+            if not isinstance(payload, SealedSeed) or not 0 <= sender < self._spec.n_clients:
+                raise ProtocolStateError(
+                    f"server-b: expected SealedSeed from a client, got {type(payload).__name__} "
+                    f"from {party_name(sender)}"
+                )
+            self._seeds[sender] = open_sealed(
+                self._private_key,
+                payload.sealed,
+                seed_associated_data(self._spec.round_id, sender),
+                what=f"server-b: sealed seed from {party_name(sender)}",
+            )
+        # Sum every mask now (while A is busy); the few B holds but A does not leave later.
+        total = np.zeros(self._spec.n_params, dtype=self._codec.dtype)
+        for client in sorted(self._seeds):
+            self._accumulate(total, client)
+        self._mask_total = total
+
+    def _unmask(self, inbox: Sequence[Inbound]) -> list[Envelope]:
+        held = [m for m in inbox if isinstance(m.payload, HeldSet) and m.sender == SERVER]
+        if len(held) != 1 or len(inbox) != 1:
+            raise ProtocolStateError(
+                f"server-b: expected one HeldSet from server, got {len(held)} of {len(inbox)} messages"
+            )
+        held_by_a = set(cast(HeldSet, held[0].payload).clients)
+        agreed = held_by_a & set(self._seeds)
+        if len(agreed) < self._min_clients:
+            raise NotEnoughClientsError(
+                f"server-b: refusing to unmask a sum over {len(agreed)} clients (server holds "
+                f"{len(held_by_a)}, server-b {len(self._seeds)}), expected at least {self._min_clients}"
+            )
+        total = cast(np.ndarray, self._mask_total)
+        for client in sorted(set(self._seeds) - agreed):
+            self._accumulate(total, client, subtract=True)
+        self._seeds.clear()  # a seed is useless after the round; do not keep it
+        return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total))]
+
+    def holdings(self) -> dict[str, object]:
+        return {"x25519_private_key": self._private_key, "x25519_public_key": self._public_key}
+
+
+# --- the protocol ---------------------------------------------------------------------------
+
+
+class TwoServer(Protocol):
+    """Two non-colluding servers; clients send A a PRF-masked update and B the sealed seed."""
+
+    name = "two-server"
+    wire_id = WIRE_ID
+    stages = ("upload", "collect", "unmask", "reveal")
+    finalize_stages = frozenset({"unmask", "reveal"})
+    late_dropout_stage = "collect"
+    aggregate_kind = "sum"
+    server_ids = (SERVER, SERVER_B)
+    aggregate_holder = SERVER
+    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum)
+    Config = TwoServerConfig
+    summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
+    fast_config: ClassVar[dict[str, Any]] = {}
+    threat_model = ThreatModel(
+        keys="server B: an X25519 key pair from setup; clients: B's public key and a fresh seed per round",
+        server_sees=(
+            "A: one uniformly random vector per client, B's mask sum, the aggregate; "
+            "B: one 32-byte seed per client (sealed on the wire), A's client list, its own mask sums"
+        ),
+        collusion="A and B together learn every update (share + PRF(seed))",
+        dropouts="any number, before or after upload; a client that reached one server only is left out",
+        min_clients=2,
+        notes="semi-honest servers: a malicious B can shift the aggregate undetected",
+    )
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        # B's long-term key, provisioned once per deployment (here: per protocol instance).
+        self._server_b_private, self._server_b_public = generate_keypair()
+
+    @property
+    def server_b_public_key(self) -> bytes:
+        return self._server_b_public
+
+    def make_parties(
+        self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec
+    ) -> list[Party]:
+        codec = self.config.codec()
+        # The bit budget: n_clients encodings must sum without wrapping, checked before any upload.
+        codec.check_budget(spec.n_clients)
+        parties: list[Party] = [
+            TwoServerClient(i, update, spec, codec, self._server_b_public) for i, update in enumerate(updates)
+        ]
+        parties.append(ServerA(spec, codec, self.config.min_clients))
+        parties.append(
+            ServerB(spec, codec, self.config.min_clients, self._server_b_private, self._server_b_public)
+        )
+        return parties
+
+    def precision(self, *, n_clients: int, value_range: float) -> float:
+        # n roundings of 2^-(f+1) each, then one float64 division of an exact integer.
+        fixed_point = n_clients * self.config.codec().error_bound
+        return fixed_point + 4 * np.finfo(np.float64).eps * n_clients * value_range
+
+
+register("two-server", TwoServer)
