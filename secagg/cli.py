@@ -127,8 +127,22 @@ def parse_overrides(pairs: Sequence[str], config_type: type[Any]) -> dict[str, A
             value = int(raw)
         elif isinstance(default, float):
             value = float(raw)
+        elif default is None:
+            # Optional fields (e.g. neighbours: int | None): 'none', then int, then float.
+            value = _parse_optional(raw)
         out[key] = value
     return out
+
+
+def _parse_optional(raw: str) -> Any:
+    if raw.lower() == "none":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            continue
+    return raw
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
