@@ -1,0 +1,427 @@
+"""The client node's side of a secagg round in Flower: its parties, stepped stage by stage.
+
+A client node hosts the protocol party of its partition (client ``i`` for Flower's
+``partition-id`` ``i``) and, on the dealer node (partition 0), the protocol's
+client-side roles: the dealer's setup and, for the homomorphic protocols, the
+``KEY_HOLDER`` that holds the secret key. Everything here works on bytes and numpy
+arrays; :func:`make_client_app` wraps it in a Flower ``ClientApp`` and is the only
+function that imports ``flwr``.
+
+Operations (one Flower message each, ``query.secagg`` with an ``op`` field; the protocol
+and its config come with every message, so one ClientApp serves any registered protocol):
+
+- ``train`` (Flower's ``train`` message type): run the user's local training on the
+  global parameters, keep the update in the node's ``Context.state`` and answer only
+  the (public) sample count and a fresh X25519 provisioning public key.
+- provisioning, one of three ways (:func:`provisioning_of` says which and why):
+  ``setup`` (local: the node runs ``make_parties`` itself and keeps its own party, for
+  protocols whose parties share no keys); ``deal`` (the key holder's node, partition 0,
+  runs ``make_parties`` once with a stand-in array for each client's update, keeps
+  ``KEY_HOLDER``, returns the server-side parties and seals each client its party to
+  that client's provisioning key, :func:`protocols.flower.transport.seal`, which the
+  server relays unread); ``provision`` (a node opens its sealed party, from the dealer
+  node or from ``SERVER_B``, and swaps its real update in for the stand-in).
+- ``stage``: deliver the wire bytes the server relays (the router's checks), step each
+  hosted party, return its outgoing wire bytes.
+- ``reveal``: the aggregate, from the node hosting the protocol's aggregate holder.
+
+State between messages lives in ``Context.state`` as bytes (parties pickled, with key
+objects that do not pickle turned into their raw bytes): Ray may hand a node's next
+message to another worker process, and the state must stay on the node.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import protocols
+from protocols.flower.transport import (
+    InboundChecker,
+    Refused,
+    dump_parties,
+    dump_state,
+    load_state,
+    new_provisioning_key,
+    open_sealed,
+    seal,
+    update_ref,
+)
+from secagg.errors import ConfigError, IntegrityError, ProtocolStateError
+from secagg.party import KEY_HOLDER, SERVER_B, Party, is_client
+from secagg.protocol import Protocol, RoundSpec
+from secagg.wire import encode_message
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+
+DEALER_PARTITION = 0
+STATE_KEY = "secagg"
+
+# (partition, global parameters, round) -> (update, sample count)
+TrainFn = Callable[[int, np.ndarray, int], tuple[np.ndarray, float]]
+
+
+def seal_context(round_id: int, party_id: int) -> bytes:
+    """Associated data binding a sealed setup to its round and party."""
+    return struct.pack(">II", round_id, party_id)
+
+
+def protocol_from(name: str, config: dict[str, Any] | None) -> Protocol:
+    return protocols.create(name, **(config or {}))
+
+
+PROVISIONING_MODES = ("local", "dealer", "server-b")
+
+# How each built-in protocol's parties are provisioned on the nodes, and why.
+_PROVISIONING = {
+    "plaintext-fedsgd": "local",
+    "plaintext-fedavg": "local",
+    # Pairwise masking: each client makes its own key pairs and advertises them in a
+    # stage; a dealer would learn every client's key-agreement secret.
+    "secagg": "local",
+    # Paillier: the key holder's node deals. It holds the secret key anyway, and the
+    # client parties it deals carry only the public key.
+    "paillier": "dealer",
+    "paillier-naive": "dealer",
+    # CKKS: every client shares one secret context, made once by the key holder's node.
+    "ckks": "dealer",
+    # Two-server: B's key pair comes with the protocol; B deals, so B's secret key never
+    # leaves B and no client learns more than its own party.
+    "two-server": "server-b",
+}
+
+
+def provisioning_of(protocol: Protocol) -> str:
+    """How ``protocol``'s parties reach the Flower nodes: 'local', 'dealer' or 'server-b'.
+
+    - ``local``: every node runs ``make_parties`` itself and keeps its own client party;
+      the server builds the server parties itself. Only for protocols whose parties
+      share no key material made in ``make_parties``.
+    - ``dealer``: the key holder's node (partition 0) runs ``make_parties`` once and seals
+      each client its party; it keeps ``KEY_HOLDER`` and returns the server parties.
+    - ``server-b``: ``SERVER_B`` deals instead of a client node.
+
+    A protocol may declare ``flower_provisioning``; the built-ins are listed above; any
+    other protocol with keys gets ``dealer`` (``server-b`` when it has a ``SERVER_B``),
+    which works for every protocol whose parties pickle.
+    """
+    declared = getattr(protocol, "flower_provisioning", None) or _PROVISIONING.get(protocol.name)
+    if declared is not None:
+        if declared not in PROVISIONING_MODES:
+            raise ConfigError(
+                f"{protocol.name}: flower_provisioning must be one of {PROVISIONING_MODES}, got {declared!r}"
+            )
+        return str(declared)
+    if protocol.threat_model.keys.strip().lower() == "none":
+        return "local"
+    return "server-b" if SERVER_B in protocol.server_ids else "dealer"
+
+
+@dataclass
+class Dealt:
+    """One round's parties as a dealer built them: what it keeps and what it seals."""
+
+    server_side: dict[int, Party]
+    key_holder: Party | None
+    sealed: list[bytes]
+    known: list[int]
+
+
+def deal_round(
+    protocol: Protocol, spec: RoundSpec, weights: Sequence[float], node_keys: Sequence[bytes]
+) -> Dealt:
+    """Run ``make_parties`` once with a stand-in per client update and seal each client its party.
+
+    A client party must keep the update array it was given (by reference) and derive
+    nothing from it before its first step: its node swaps its real update in for the
+    stand-in when it loads the party. That is checked here (the sealed state must refer
+    to its own stand-in and no other) and by the aggregate tests.
+    """
+    if len(node_keys) != spec.n_clients:
+        raise ConfigError(f"deal: expected {spec.n_clients} provisioning keys, got {len(node_keys)}")
+    inputs = _placeholders(spec.n_clients, spec.n_params)
+    refs = {id(array): update_ref(j) for j, array in enumerate(inputs)}
+    parties = {p.party_id: p for p in protocol.make_parties(inputs, _weights_for(protocol, weights), spec)}
+    server_side = {pid: p for pid, p in parties.items() if pid in protocol.server_ids}
+    missing = [pid for pid in protocol.server_ids if pid not in server_side]
+    if missing:
+        raise ProtocolStateError(f"{protocol.name}: make_parties built no server party {missing}")
+    others = {pid for pid in parties if not is_client(pid) and pid not in server_side}
+    if others - {KEY_HOLDER}:
+        raise ConfigError(f"{protocol.name}: no Flower node hosts parties {sorted(others - {KEY_HOLDER})}")
+    sealed: list[bytes] = []
+    for j in range(spec.n_clients):
+        if j not in parties:
+            raise ProtocolStateError(f"{protocol.name}: make_parties built no party for client {j}")
+        blob, referenced = dump_state({j: parties[j]}, placeholders=refs)
+        if referenced != {update_ref(j)}:
+            raise ConfigError(
+                f"{protocol.name}: client {j}'s party must keep the update array it was given "
+                f"(to take the client's real update on its node); it refers to {sorted(referenced)}. "
+                f"A protocol whose parties share no keys may declare flower_provisioning 'local'."
+            )
+        sealed.append(seal(blob, recipient_public=node_keys[j], context=seal_context(spec.round_id, j)))
+    # The server parties must not hold any client's update (they are dumped to check).
+    dump_parties(server_side)
+    return Dealt(server_side, parties.get(KEY_HOLDER), sealed, sorted(parties))
+
+
+@dataclass
+class NodeState:
+    """What a client node keeps between Flower messages (never sent anywhere)."""
+
+    partition: int
+    round_id: int = -1
+    update: np.ndarray | None = None
+    weight: float = 1.0
+    provision_private: bytes = b""
+    parties: dict[int, Party] = field(default_factory=dict)
+    seen: set[tuple[int, int, int, int]] = field(default_factory=set)
+    known: frozenset[int] = frozenset()
+
+
+def _placeholders(n_clients: int, n_params: int) -> list[np.ndarray]:
+    # Distinct objects: the dealer's pickler recognises each client's stand-in by identity.
+    return [np.zeros(n_params, dtype=np.float64) for _ in range(n_clients)]
+
+
+def _party_input(
+    protocol: Protocol, update: np.ndarray, weights: Sequence[float], partition: int
+) -> np.ndarray:
+    """The vector this node feeds the protocol: FedAvg for 'sum' protocols via pre-scaling."""
+    vector = np.asarray(update, dtype=np.float64)
+    if protocol.aggregate_kind == "sum":
+        # Sample counts are public (Flower's FedAvg sends them in the clear), so each client
+        # scales by its share and the protocol's sum is the sample-weighted mean.
+        return vector * (float(weights[partition]) / float(sum(weights)))
+    return vector
+
+
+def _weights_for(protocol: Protocol, weights: Sequence[float]) -> list[float] | None:
+    return [float(w) for w in weights] if protocol.aggregate_kind == "weighted_mean" else None
+
+
+class SecAggNode:
+    """One client node: the operations of the module docstring, over bytes and arrays."""
+
+    def __init__(self, protocol: Protocol, state: NodeState) -> None:
+        self.protocol = protocol
+        self.state = state
+
+    # -- training ---------------------------------------------------------------
+    def train(self, round_id: int, global_params: np.ndarray, train_fn: TrainFn) -> tuple[float, bytes]:
+        update, weight = train_fn(self.state.partition, global_params, round_id)
+        update = np.asarray(update, dtype=np.float64).reshape(-1)
+        if update.size != global_params.size:
+            raise ConfigError(
+                f"train_fn: expected an update of {global_params.size} values, got {update.size}"
+            )
+        if not (np.isfinite(weight) and weight > 0):
+            raise ConfigError(f"train_fn: expected a finite positive sample count, got {weight}")
+        private, public = new_provisioning_key()
+        self.state.round_id = round_id
+        self.state.update = update
+        self.state.weight = float(weight)
+        self.state.provision_private = private
+        self.state.parties = {}
+        self.state.seen = set()
+        return float(weight), public
+
+    def _require_round(self, round_id: int) -> np.ndarray:
+        if self.state.round_id != round_id or self.state.update is None:
+            raise ProtocolStateError(
+                f"node {self.state.partition}: expected round {self.state.round_id} (trained), got {round_id}"
+            )
+        return self.state.update
+
+    # -- provisioning -------------------------------------------------------------
+    def setup_local(self, spec: RoundSpec, weights: Sequence[float]) -> None:
+        update = self._require_round(spec.round_id)
+        i = self.state.partition
+        inputs = _placeholders(spec.n_clients, spec.n_params)
+        inputs[i] = _party_input(self.protocol, update, weights, i)
+        parties = {
+            p.party_id: p
+            for p in self.protocol.make_parties(inputs, _weights_for(self.protocol, weights), spec)
+        }
+        if i not in parties:
+            raise ProtocolStateError(f"{self.protocol.name}: make_parties built no party for client {i}")
+        self.state.parties = {i: parties[i]}
+        self.state.known = frozenset(parties)
+
+    def deal(
+        self, spec: RoundSpec, weights: Sequence[float], node_keys: Sequence[bytes]
+    ) -> tuple[bytes, list[bytes], list[int]]:
+        """The dealer node: (server-side parties, sealed client parties, all party ids)."""
+        self._require_round(spec.round_id)
+        if self.state.partition != DEALER_PARTITION:
+            raise ProtocolStateError(f"node {self.state.partition} asked to deal; expected the dealer node")
+        dealt = deal_round(self.protocol, spec, weights, node_keys)
+        own = dealt.sealed[self.state.partition]
+        self.provision(spec, weights, own, dealt.known)
+        if dealt.key_holder is not None:
+            self.state.parties[KEY_HOLDER] = dealt.key_holder
+        # Its own blob stays here: nothing to send.
+        sealed = [b"" if j == self.state.partition else blob for j, blob in enumerate(dealt.sealed)]
+        return dump_parties(dealt.server_side), sealed, dealt.known
+
+    def provision(
+        self, spec: RoundSpec, weights: Sequence[float], sealed: bytes, known: Sequence[int]
+    ) -> None:
+        update = self._require_round(spec.round_id)
+        i = self.state.partition
+        blob = open_sealed(
+            sealed, recipient_private=self.state.provision_private, context=seal_context(spec.round_id, i)
+        )
+        self._load_hosted(blob, _party_input(self.protocol, update, weights, i))
+        self.state.known = frozenset(known)
+
+    def _load_hosted(self, blob: bytes, own_input: np.ndarray) -> None:
+        i = self.state.partition
+        hosted, loaded = load_state(blob, references={update_ref(i): own_input})
+        if loaded != {update_ref(i)} or not isinstance(hosted, dict) or i not in hosted:
+            raise IntegrityError(f"node {i}: the dealt party does not hold this node's update")
+        self.state.parties = hosted
+
+    # -- stages -----------------------------------------------------------------
+    def stage(self, stage: str, inbox: Sequence[bytes]) -> tuple[list[bytes], list[str], dict[int, float]]:
+        """Step every hosted party; (outgoing wire bytes, refusal notes, seconds per party)."""
+        if stage not in self.protocol.stages:
+            raise ConfigError(
+                f"expected a stage of {self.protocol.name} {self.protocol.stages}, got {stage!r}"
+            )
+        if not self.state.parties:
+            raise ProtocolStateError(f"node {self.state.partition}: stage {stage!r} before setup")
+        checker = InboundChecker(self.protocol, self.state.round_id, self.state.known, self.state.seen)
+        inboxes: dict[int, list[Any]] = {pid: [] for pid in self.state.parties}
+        refused: list[str] = []
+        for index, raw in enumerate(inbox):
+            recipient = int.from_bytes(raw[18:22], "big") if len(raw) >= 22 else -1
+            if recipient not in inboxes:
+                refused.append(f"{index}:not hosted here")
+                continue
+            try:
+                inboxes[recipient].append(checker.accept(raw, recipient))
+            except Refused as exc:
+                refused.append(f"{index}:{exc}")
+        outgoing: list[bytes] = []
+        seconds: dict[int, float] = {}
+        for pid in sorted(self.state.parties):
+            began = time.perf_counter()
+            envelopes = self.state.parties[pid].step(stage, inboxes[pid])
+            for envelope in envelopes:
+                outgoing.append(
+                    encode_message(
+                        protocol_id=self.protocol.wire_id,
+                        round_id=self.state.round_id,
+                        sender=pid,
+                        recipient=envelope.recipient,
+                        payload=envelope.payload,
+                    )
+                )
+            seconds[pid] = time.perf_counter() - began
+        self.state.seen = checker.seen
+        return outgoing, refused, seconds
+
+    def reveal(self, holder: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        party = self.state.parties.get(holder)
+        revealed = party.output() if party is not None else None
+        if revealed is None:
+            raise ProtocolStateError(f"node {self.state.partition}: the aggregate holder revealed nothing")
+        return np.asarray(revealed.aggregate, dtype=np.float64), tuple(revealed.included)
+
+
+# -- the Flower ClientApp ----------------------------------------------------------
+
+
+def _load_node(context: Any, partition: int) -> NodeState:
+    record = context.state.get(STATE_KEY) if STATE_KEY in context.state else None
+    if record is None:
+        return NodeState(partition=partition)
+    state, _ = load_state(bytes(record["blob"]))
+    if not isinstance(state, NodeState) or state.partition != partition:
+        raise IntegrityError(f"node state of partition {partition} is not a NodeState for it")
+    return state
+
+
+def _save_node(context: Any, state: NodeState) -> None:
+    from flwr.app import ConfigRecord
+
+    blob, _ = dump_state(state)
+    context.state[STATE_KEY] = ConfigRecord({"blob": blob})
+
+
+def _floats(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f8").copy()
+
+
+def make_client_app(train_fn: TrainFn) -> ClientApp:
+    """A Flower ``ClientApp`` running the client side of any registered protocol around ``train_fn``.
+
+    ``train_fn(partition, global_params, round) -> (update, sample_count)`` is the user's
+    local training (numpy in, numpy out); it runs on the node and its update never
+    leaves the node except through the protocol. Which protocol (and its config) a
+    round uses comes with each message, so one simulation can run several protocols.
+    """
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    def _node(context: Context, record: Any) -> SecAggNode:
+        partition = int(context.node_config["partition-id"])
+        protocol = protocol_from(str(record["protocol"]), json.loads(str(record["config"])))
+        return SecAggNode(protocol, _load_node(context, partition))
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        record: Any = message.content["secagg"]
+        node = _node(context, record)
+        weight, public = node.train(int(record["round"]), _floats(bytes(record["params"])), train_fn)
+        _save_node(context, node.state)
+        reply = ConfigRecord({"partition": node.state.partition, "weight": weight, "provision_key": public})
+        return Message(RecordDict({"secagg": reply}), reply_to=message)
+
+    @app.query("secagg")
+    def query(message: Message, context: Context) -> Message:
+        record: Any = message.content["secagg"]
+        op = str(record["op"])
+        node = _node(context, record)
+        reply: dict[str, Any] = {"partition": node.state.partition}
+        if op == "hello":
+            pass
+        elif op in ("setup", "deal", "provision"):
+            spec = RoundSpec(int(record["round"]), int(record["n_clients"]), int(record["n_params"]))
+            weights = [float(w) for w in record["weights"]]
+            if op == "setup":
+                node.setup_local(spec, weights)
+            elif op == "deal":
+                server_blob, sealed, known = node.deal(spec, weights, [bytes(k) for k in record["keys"]])
+                reply.update(server_parties=server_blob, sealed=sealed, known=known)
+            else:
+                node.provision(spec, weights, bytes(record["sealed"]), [int(k) for k in record["known"]])
+        elif op == "stage":
+            inbox = [bytes(raw) for raw in record["inbox"]] if "inbox" in record else []
+            outgoing, refused, seconds = node.stage(str(record["stage"]), inbox)
+            if outgoing:
+                reply["outbox"] = outgoing
+            if refused:
+                reply["refused"] = refused
+            reply["parties"] = list(seconds)
+            reply["seconds"] = list(seconds.values())
+        elif op == "reveal":
+            aggregate, included = node.reveal(int(record["holder"]))
+            reply.update(aggregate=aggregate.astype("<f8").tobytes(), included=list(included) or [-1])
+        else:
+            raise ConfigError(f"expected op hello/setup/deal/provision/stage/reveal, got {op!r}")
+        _save_node(context, node.state)
+        return Message(RecordDict({"secagg": ConfigRecord(reply)}), reply_to=message)
+
+    return app

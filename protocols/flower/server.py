@@ -1,0 +1,543 @@
+"""The server side of a secagg round in Flower: the server parties, and the stages as messages.
+
+:class:`SecAggWorkflow` drives one round of any registered protocol through Flower's
+``Grid``: it hosts the server-side parties (``SERVER``, and for the two-server protocol
+``SERVER_B``; in a real deployment B is a separate process run by another organisation,
+here it shares the ServerApp process but not its state), and for each of the protocol's
+stages sends every client node one Flower message carrying the wire bytes addressed to
+the parties that node hosts. The nodes answer with their outgoing wire bytes, which the
+workflow routes: to its own parties, or relayed to another node in the next stage
+(client-to-client messages cross the server as they would in any single-server
+deployment; protocols encrypt what the server must not read). Every message is counted by
+:class:`protocols.flower.transport.WireLedger` exactly as the in-process router counts it.
+
+Who builds the parties (:func:`protocols.flower.client.provisioning_of`): for protocols
+whose parties share no keys, every node builds its own and the server its own
+(``local``); otherwise a dealer runs ``make_parties`` once and seals each client its
+party: the key holder's node for the homomorphic protocols (``dealer``; the server only
+receives the server-side parties) or ``SERVER_B`` for the two-server protocol
+(``server-b``). The server never builds a party that holds a secret key it must not have.
+
+A node that errors or does not answer a stage has dropped out for the rest of the round,
+exactly as a :class:`secagg.router.Dropout`; ``dropouts`` injects one on purpose.
+
+:func:`make_server_app` wraps the workflow in a FedAvg training loop (a Flower
+``ServerApp``), and :func:`simulate` runs it in Flower's simulation engine (Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from protocols.flower.client import (
+    DEALER_PARTITION,
+    PROVISIONING_MODES,
+    TrainFn,
+    deal_round,
+    make_client_app,
+    protocol_from,
+    provisioning_of,
+)
+from protocols.flower.transport import InboundChecker, Refused, WireLedger, load_parties, route_header
+from secagg.errors import ConfigError, ProtocolStateError, SecAggError
+from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, is_client, party_name
+from secagg.protocol import RoundSpec
+from secagg.round import Costs
+from secagg.router import TranscriptEntry
+from secagg.wire import encode_message
+
+if TYPE_CHECKING:
+    from flwr.app import Context, Message
+    from flwr.serverapp import Grid, ServerApp
+
+
+@dataclass
+class FlowerRound:
+    """One protocol round run through Flower."""
+
+    round_id: int
+    aggregate: np.ndarray
+    included: tuple[int, ...]
+    costs: Costs
+    transcript: list[TranscriptEntry]
+    server_views: dict[int, View]
+    provisioning: str
+    seconds: float  # wall-clock of the protocol part of the round (setup + stages + reveal)
+    flower_bytes_up: int  # protobuf size of the Flower messages nodes sent for the protocol
+    flower_bytes_down: int
+
+
+@dataclass
+class FlowerRun:
+    """A training run: per-round protocol results and the global parameters after each."""
+
+    protocol: str
+    rounds: list[FlowerRound] = field(default_factory=list)
+    params: list[np.ndarray] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    failures: dict[int, SecAggError] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    def outcome(self, round_id: int) -> FlowerRound:
+        """The round's result, or raise the error that stopped it."""
+        if round_id in self.failures:
+            raise self.failures[round_id]
+        for outcome in self.rounds:
+            if outcome.round_id == round_id:
+                return outcome
+        raise ProtocolStateError(f"expected a result for round {round_id}, got none")
+
+
+def _content_bytes(message: Message) -> int:
+    from flwr.common.serde import recorddict_to_proto
+
+    return int(recorddict_to_proto(message.content).ByteSize()) if message.has_content() else 0
+
+
+class SecAggWorkflow:
+    """Runs one secagg round over the client nodes of a Flower ``Grid``.
+
+    A node that answers a stage with an error, or not within ``timeout``, has dropped out:
+    it is not contacted again this round and what waits for it is not delivered, as the
+    in-process router does for a :class:`secagg.router.Dropout`; the protocol then
+    recovers or raises its typed error. ``dropouts`` ({client: stage}) injects such a
+    dropout on purpose.
+    """
+
+    def __init__(
+        self,
+        protocol_name: str,
+        config: dict[str, Any] | None = None,
+        *,
+        provisioning: str | None = None,
+        timeout: float | None = 600.0,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> None:
+        self.protocol_name = protocol_name
+        self.config = dict(config or {})
+        self.protocol = protocol_from(protocol_name, self.config)
+        self.provisioning = provisioning or provisioning_of(self.protocol)
+        if self.provisioning not in PROVISIONING_MODES:
+            raise ConfigError(f"provisioning must be one of {PROVISIONING_MODES}, got {self.provisioning!r}")
+        self.timeout = timeout
+        # client -> stage: its node is not contacted from that stage on (the router's Dropout).
+        self.dropouts = dict(dropouts or {})
+        for client, stage in self.dropouts.items():
+            if not is_client(client) or stage not in self.protocol.stages:
+                raise ConfigError(
+                    f"dropout: expected a client and a stage of {self.protocol.name} "
+                    f"{self.protocol.stages}, got {client}, {stage!r}"
+                )
+
+    # -- messaging ------------------------------------------------------------------
+    def _exchange(
+        self,
+        grid: Grid,
+        contents: Mapping[int, dict[str, Any]],
+        *,
+        message_type: str = "query.secagg",
+        failed: dict[int, str] | None = None,
+    ) -> dict[int, tuple[Any, int, int]]:
+        """Send each node its record; {node: (reply record, bytes down, bytes up)}.
+
+        A node that fails or does not answer raises, unless ``failed`` is given: then it
+        is recorded there (node -> reason) and left out of the answer.
+        """
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        tag = {"protocol": self.protocol_name, "config": json.dumps(self.config, sort_keys=True)}
+        messages = {
+            node: Message(
+                RecordDict({"secagg": ConfigRecord({**tag, **record})}),
+                dst_node_id=node,
+                message_type=message_type,
+            )
+            for node, record in contents.items()
+        }
+        replies = grid.send_and_receive(list(messages.values()), timeout=self.timeout)
+        answered: dict[int, tuple[Any, int, int]] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                if failed is None:
+                    raise ProtocolStateError(f"node {node}: {reply.error.reason}")
+                failed[node] = str(reply.error.reason)
+                continue
+            answered[node] = (reply.content["secagg"], _content_bytes(messages[node]), _content_bytes(reply))
+        missing = set(messages) - set(answered) - set(failed or {})
+        if missing and failed is None:
+            raise ProtocolStateError(
+                f"expected replies from {len(messages)} nodes, {len(missing)} did not answer"
+            )
+        for node in missing:
+            failed[node] = "no reply"  # type: ignore[index]
+        return answered
+
+    # -- one round --------------------------------------------------------------------
+    def run_round(
+        self,
+        grid: Grid,
+        nodes: Sequence[int],
+        *,
+        round_id: int,
+        n_params: int,
+        weights: Sequence[float],
+        provision_keys: Sequence[bytes],
+    ) -> FlowerRound:
+        """``nodes[i]`` is the Flower node of client ``i``, already trained for ``round_id``."""
+        protocol = self.protocol
+        began = time.perf_counter()
+        n_clients = len(nodes)
+        spec = RoundSpec(round_id=round_id, n_clients=n_clients, n_params=n_params)
+        ledger = WireLedger(protocol)
+        common = {
+            "round": round_id,
+            "n_clients": n_clients,
+            "n_params": n_params,
+            "weights": [float(w) for w in weights],
+        }
+        servers, known = self._provision(grid, nodes, spec, common, provision_keys, ledger)
+
+        host: dict[int, int] = {i: node for i, node in enumerate(nodes)}
+        if KEY_HOLDER in known:
+            if self.provisioning != "dealer":
+                raise ConfigError(f"{protocol.name}: a KEY_HOLDER needs dealer provisioning")
+            host[KEY_HOLDER] = nodes[DEALER_PARTITION]
+        hosted_by: dict[int, list[int]] = defaultdict(list)
+        for pid, node in host.items():
+            hosted_by[node].append(pid)
+        queues: dict[int, list[tuple[bytes, str]]] = {pid: [] for pid in known}
+        views = {sid: View(sid, party.role) for sid, party in servers.items()}
+        checker = InboundChecker(protocol, round_id, frozenset(known))
+        seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        dropped: dict[int, str] = {}  # node -> why
+
+        def route(sender: int, raw: bytes, stage: str) -> None:
+            recipient = int.from_bytes(raw[18:22], "big")
+            if recipient not in queues:
+                raise ProtocolStateError(f"{party_name(sender)} addressed unknown party {recipient:#x}")
+            ledger.sent(sender, raw)
+            queues[recipient].append((raw, stage))
+
+        def take(pid: int, stage: str) -> list[bytes]:
+            pending = [raw for raw, sent_in in queues[pid] if sent_in != stage]
+            queues[pid] = [(raw, sent_in) for raw, sent_in in queues[pid] if sent_in == stage]
+            return pending
+
+        for stage in protocol.stages:
+            for sid, party in sorted(servers.items()):
+                inbox = []
+                started = time.perf_counter()
+                for raw in take(sid, stage):
+                    try:
+                        inbound = checker.accept(raw, sid)
+                    except Refused as exc:
+                        views[sid].rejected.append(Rejected(stage, raw, str(exc)))
+                        ledger.delivered(stage, sid, raw, accepted=False, note=str(exc))
+                        continue
+                    views[sid].received.append(Received(stage, inbound.header, raw, inbound.payload))
+                    ledger.delivered(stage, sid, raw, accepted=True)
+                    inbox.append(inbound)
+                for envelope in party.step(stage, inbox):
+                    route(
+                        sid,
+                        encode_message(
+                            protocol_id=protocol.wire_id,
+                            round_id=round_id,
+                            sender=sid,
+                            recipient=envelope.recipient,
+                            payload=envelope.payload,
+                        ),
+                        stage,
+                    )
+                seconds[sid][stage] += time.perf_counter() - started
+            relayed: dict[int, list[tuple[int, bytes]]] = {}
+            contents: dict[int, dict[str, Any]] = {}
+            for node, pids in hosted_by.items():
+                pending = [(pid, raw) for pid in sorted(pids) for raw in take(pid, stage)]
+                if not self._alive(node, pids, stage, dropped):
+                    for pid, raw in pending:
+                        ledger.delivered(
+                            stage, pid, raw, accepted=False, note="recipient dropped out", count=False
+                        )
+                    continue
+                relayed[node] = pending
+                record: dict[str, Any] = {"op": "stage", "stage": stage}
+                if pending:
+                    record["inbox"] = [raw for _, raw in pending]
+                contents[node] = record
+            failed: dict[int, str] = {}
+            answered = self._exchange(grid, contents, failed=failed)
+            for node, reason in failed.items():
+                dropped[node] = f"{stage}: {reason}"
+                for pid, raw in relayed[node]:
+                    ledger.delivered(
+                        stage, pid, raw, accepted=False, note="recipient dropped out", count=False
+                    )
+            for node, (reply, down, up) in answered.items():
+                ledger.flower_bytes_down += down
+                ledger.flower_bytes_up += up
+                refused: dict[int, str] = {}
+                for note in reply["refused"] if "refused" in reply else []:
+                    position, _, reason = str(note).partition(":")
+                    refused[int(position)] = reason
+                for index, (pid, raw) in enumerate(relayed[node]):
+                    ledger.delivered(
+                        stage, pid, raw, accepted=index not in refused, note=refused.get(index, "")
+                    )
+                for pid, spent in zip(reply["parties"], reply["seconds"], strict=True):
+                    seconds[int(pid)][stage] += float(spent)
+                for raw in reply["outbox"] if "outbox" in reply else []:
+                    sender, _ = route_header(bytes(raw), expected_sender=hosted_by[node])
+                    route(sender, bytes(raw), stage)
+
+        aggregate, included = self._reveal(grid, servers, host, dropped)
+        if protocol.aggregate_kind == "sum" and included:
+            # Clients pre-scaled by w_i / W over all clients; over those included, FedAvg
+            # divides by their own total weight (sample counts are public).
+            total, kept = sum(weights), sum(weights[i] for i in included)
+            if kept != total:
+                aggregate = aggregate * (total / kept)
+        return FlowerRound(
+            round_id=round_id,
+            aggregate=aggregate,
+            included=included,
+            costs=ledger.costs(n_clients=n_clients, n_params=n_params, seconds=seconds),
+            transcript=ledger.transcript,
+            server_views=self._finish_views(views, servers),
+            provisioning=self.provisioning,
+            seconds=time.perf_counter() - began,
+            flower_bytes_up=ledger.flower_bytes_up,
+            flower_bytes_down=ledger.flower_bytes_down,
+        )
+
+    def _provision(
+        self,
+        grid: Grid,
+        nodes: Sequence[int],
+        spec: RoundSpec,
+        common: dict[str, Any],
+        provision_keys: Sequence[bytes],
+        ledger: WireLedger,
+    ) -> tuple[dict[int, Party], list[int]]:
+        protocol = self.protocol
+        if self.provisioning == "local":
+            # Parties that share no keys: the server builds its own from stand-ins.
+            stand_ins = [np.zeros(spec.n_params) for _ in nodes]
+            weights = list(common["weights"]) if protocol.aggregate_kind == "weighted_mean" else None
+            parties = {p.party_id: p for p in protocol.make_parties(stand_ins, weights, spec)}
+            servers = {pid: p for pid, p in parties.items() if pid in protocol.server_ids}
+            extra = [pid for pid in parties if not is_client(pid) and pid not in servers]
+            if extra:
+                raise ConfigError(f"{protocol.name}: parties {extra} need a dealer, not local provisioning")
+            replies = self._exchange(grid, {node: {**common, "op": "setup"} for node in nodes})
+            self._count_setup(ledger, replies)
+            return servers, sorted(parties)
+        if len(provision_keys) != len(nodes):
+            raise ConfigError(f"expected {len(nodes)} provisioning keys, got {len(provision_keys)}")
+        weights = list(common["weights"])
+        if self.provisioning == "server-b":
+            # B deals (in a real deployment, in B's own process): its key stays with it.
+            dealt = deal_round(protocol, spec, weights, provision_keys)
+            if dealt.key_holder is not None:
+                raise ConfigError(f"{protocol.name}: a KEY_HOLDER must be dealt by a client node")
+            servers, known, sealed, skip = dealt.server_side, dealt.known, dealt.sealed, None
+        else:
+            dealer = nodes[DEALER_PARTITION]
+            deal = {**common, "op": "deal", "keys": [bytes(k) for k in provision_keys]}
+            replies = self._exchange(grid, {dealer: deal})
+            self._count_setup(ledger, replies)
+            reply = replies[dealer][0]
+            servers = load_parties(bytes(reply["server_parties"]))
+            known = [int(k) for k in reply["known"]]
+            sealed = [bytes(blob) for blob in reply["sealed"]]
+            skip = DEALER_PARTITION
+        if set(servers) != set(protocol.server_ids):
+            raise ProtocolStateError(f"dealt parties {sorted(servers)}, expected {list(protocol.server_ids)}")
+        others = {
+            node: {**common, "op": "provision", "sealed": sealed[i], "known": known}
+            for i, node in enumerate(nodes)
+            if i != skip
+        }
+        if others:
+            self._count_setup(ledger, self._exchange(grid, others))
+        return servers, known
+
+    @staticmethod
+    def _count_setup(ledger: WireLedger, replies: Mapping[int, tuple[Any, int, int]]) -> None:
+        for _, down, up in replies.values():
+            ledger.flower_bytes_down += down
+            ledger.flower_bytes_up += up
+
+    def _alive(self, node: int, pids: Sequence[int], stage: str, dropped: Mapping[int, str]) -> bool:
+        if node in dropped:
+            return False
+        order = self.protocol.stages.index(stage)
+        return not any(
+            pid in self.dropouts and self.protocol.stages.index(self.dropouts[pid]) <= order for pid in pids
+        )
+
+    def _reveal(
+        self, grid: Grid, servers: Mapping[int, Party], host: Mapping[int, int], dropped: Mapping[int, str]
+    ) -> tuple[np.ndarray, tuple[int, ...]]:
+        holder = self.protocol.aggregate_holder
+        if holder in servers:
+            revealed = servers[holder].output()
+            if revealed is None:
+                raise SecAggError(f"{self.protocol.name}: the round ended without an aggregate")
+            return np.asarray(revealed.aggregate, dtype=np.float64), tuple(revealed.included)
+        if holder not in host:
+            raise ConfigError(
+                f"{self.protocol.name}: no node hosts the aggregate holder {party_name(holder)}"
+            )
+        node = host[holder]
+        if node in dropped:
+            raise ProtocolStateError(f"the node hosting {party_name(holder)} dropped out ({dropped[node]})")
+        reply = self._exchange(grid, {node: {"op": "reveal", "holder": holder}})[node][0]
+        included = tuple(int(c) for c in reply["included"] if int(c) >= 0)
+        return np.frombuffer(bytes(reply["aggregate"]), dtype="<f8").copy(), included
+
+    @staticmethod
+    def _finish_views(views: dict[int, View], servers: Mapping[int, Party]) -> dict[int, View]:
+        for sid, party in servers.items():
+            views[sid].revealed = party.output()
+            views[sid].holdings = party.holdings()
+        return views
+
+
+def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise ProtocolStateError(
+                f"expected {count} Flower nodes, {len(nodes)} connected in {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    return nodes
+
+
+def make_server_app(
+    schedule: Sequence[SecAggWorkflow],
+    *,
+    initial: np.ndarray,
+    n_nodes: int,
+    run: FlowerRun,
+    keep_going: bool = False,
+) -> ServerApp:
+    """A ``ServerApp`` training by FedAvg, round ``r`` aggregated with ``schedule[r]``.
+
+    Each round: the global parameters go to every node (``train``), the nodes keep their
+    updates and answer their public sample counts, the protocol aggregates the
+    sample-weighted mean of the updates, and the global parameters move by it. Results
+    land in ``run`` (the ServerApp runs in this process). With ``keep_going`` a round whose
+    protocol fails is recorded in ``run.failures`` and the global parameters stay put.
+    """
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            found = _wait_for_nodes(grid, n_nodes)
+            hello = schedule[0]._exchange(grid, {node: {"op": "hello"} for node in found})
+            by_partition = {int(reply["partition"]): node for node, (reply, _, _) in hello.items()}
+            if sorted(by_partition) != list(range(n_nodes)):
+                raise ProtocolStateError(f"expected partitions 0..{n_nodes - 1}, got {sorted(by_partition)}")
+            nodes = [by_partition[i] for i in range(n_nodes)]
+            params = np.asarray(initial, dtype=np.float64).copy()
+            for round_id, workflow in enumerate(schedule):
+                began = time.perf_counter()
+                try:
+                    outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params)
+                except SecAggError as exc:
+                    if not keep_going:
+                        raise
+                    # The nodes reset their round state at the next train message.
+                    run.failures[round_id] = exc
+                else:
+                    params = params + outcome.aggregate
+                    run.rounds.append(outcome)
+                run.params.append(params.copy())
+                run.round_seconds.append(time.perf_counter() - began)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller of simulate()
+            run.error = exc
+
+    return app
+
+
+def _train_and_aggregate(
+    workflow: SecAggWorkflow, grid: Grid, nodes: Sequence[int], round_id: int, params: np.ndarray
+) -> FlowerRound:
+    trained = workflow._exchange(
+        grid,
+        {node: {"round": round_id, "params": params.astype("<f8").tobytes()} for node in nodes},
+        message_type="train",
+    )
+    weights = [float(trained[node][0]["weight"]) for node in nodes]
+    keys = [bytes(trained[node][0]["provision_key"]) for node in nodes]
+    return workflow.run_round(
+        grid, nodes, round_id=round_id, n_params=params.size, weights=weights, provision_keys=keys
+    )
+
+
+def _ray_sees_repo() -> None:
+    # Ray's workers import the ClientApp's functions by module name: give them this checkout.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def simulate(
+    schedule: str | Sequence[SecAggWorkflow],
+    train_fn: TrainFn,
+    *,
+    initial: np.ndarray,
+    n_clients: int,
+    rounds: int = 1,
+    config: dict[str, Any] | None = None,
+    provisioning: str | None = None,
+    num_cpus: float = 1,
+    keep_going: bool = False,
+) -> FlowerRun:
+    """Train in Flower's simulation engine (Ray); raise what failed.
+
+    ``schedule`` is a protocol name (used for ``rounds`` rounds with ``config``) or one
+    :class:`SecAggWorkflow` per round: one Ray start-up then serves several protocols.
+    ``keep_going``: a failed round lands in ``run.failures`` instead of stopping the run.
+    """
+    from flwr.simulation import run_simulation
+
+    _ray_sees_repo()
+    if isinstance(schedule, str):
+        workflow = SecAggWorkflow(schedule, config, provisioning=provisioning)
+        schedule = [workflow] * rounds
+    if not schedule:
+        raise ConfigError("expected at least one round, got an empty schedule")
+    run = FlowerRun(protocol=",".join(dict.fromkeys(w.protocol_name for w in schedule)))
+    server_app = make_server_app(schedule, initial=initial, n_nodes=n_clients, run=run, keep_going=keep_going)
+    run_simulation(
+        server_app=server_app,
+        client_app=make_client_app(train_fn),
+        num_supernodes=n_clients,
+        backend_config={"client_resources": {"num_cpus": num_cpus}},
+    )
+    if run.error is not None:
+        raise run.error
+    if len(run.rounds) + len(run.failures) != len(schedule):
+        raise ProtocolStateError(
+            f"expected {len(schedule)} rounds from the simulation, got {len(run.rounds)}"
+        )
+    return run
