@@ -64,12 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--json", action="store_true", help="print one JSON object")
     agg.set_defaults(handler=_cmd_aggregate)
 
+    user_errors: list[type[Exception]] = [SecAggError]
     for module in _PLUGINS:
         if importlib.util.find_spec(module.split(".")[0]) is None:
             continue
         if importlib.util.find_spec(module) is None:
             continue
-        importlib.import_module(module).register(sub)
+        plugin = importlib.import_module(module)
+        plugin.register(sub)
+        # A plugin's own typed errors (e.g. leakage's) are reported like ours, not as tracebacks.
+        user_errors.extend(getattr(plugin, "USER_ERRORS", ()))
+    parser.set_defaults(user_errors=tuple(user_errors))
     return parser
 
 
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except SecAggError as exc:
+    except args.user_errors as exc:
         print(f"secagg: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 

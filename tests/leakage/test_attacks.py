@@ -1,0 +1,186 @@
+import numpy as np
+import pytest
+import torch
+
+from leakage.attacks import (
+    ATTACK_NAMES,
+    FedAvgSpec,
+    analytic_first_layer,
+    analytic_hidden,
+    analytic_unknown_bias,
+    client_gradients,
+    client_weight_update,
+    gradient_from_vector,
+    gradient_from_weights,
+    infer_label,
+    infer_label_counts,
+    run_attack,
+)
+from leakage.data import load_embedded
+from leakage.errors import AttackConfigError, ShapeMismatchError, UnknownNameError
+from leakage.metrics import psnr, score
+from leakage.models import build_model
+
+torch.set_num_threads(1)  # tiny graphs; extra threads only contend with other jobs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """8x8 crops of the embedded images: small enough for second-order attacks in seconds."""
+    return load_embedded(8)
+
+
+def _case(data, index, model="lenet", seed=0, width=None):
+    images, labels = data.images[index:index + 1], data.labels[index:index + 1]
+    net = build_model(model, num_classes=10, in_channels=3, image_size=8, seed=seed, width=width)
+    return net, images, labels, client_gradients(net, images, labels)
+
+
+def test_gradient_vector_round_trip_and_length_check():
+    net = build_model("lenet", image_size=8, seed=0)
+    flat = np.arange(sum(p.numel() for p in net.parameters()), dtype=np.float32)
+    parts = gradient_from_vector(net, flat)
+    assert [p.shape for p in parts] == [p.shape for p in net.parameters()]
+    assert np.array_equal(torch.cat([p.flatten() for p in parts]).numpy(), flat)
+    with pytest.raises(ShapeMismatchError, match=f"expected a flat vector of {flat.size}"):
+        gradient_from_vector(net, flat[:-1])
+
+
+def test_one_sgd_step_converts_back_to_the_gradient(tiny):
+    net, images, labels, gradient = _case(tiny, 3)
+    before, after = client_weight_update(net, images, labels, lr=0.05, local_steps=1)
+    for recovered, true in zip(gradient_from_weights(before, after, 0.05), gradient):
+        assert torch.allclose(recovered, true, atol=1e-5)
+    with pytest.raises(AttackConfigError):
+        gradient_from_weights(before, after, 0.0)
+
+
+@pytest.mark.parametrize("index", [0, 13, 26, 39, 52, 65, 78, 91, 104, 117])
+def test_idlg_label_is_exact(tiny, index):
+    net, _, labels, gradient = _case(tiny, index)
+    assert infer_label(net, gradient) == int(labels[0])
+
+
+def test_label_count_heuristic_on_a_batch(tiny):
+    index = [0, 12, 24, 36]  # four classes
+    net = build_model("lenet", image_size=8, seed=0)
+    gradient = client_gradients(net, tiny.images[index], tiny.labels[index])
+    assert infer_label_counts(net, gradient, 4).tolist() == sorted(tiny.labels[index].tolist())
+
+
+def test_dlg_recovers_a_tiny_image(tiny):
+    net, images, labels, gradient = _case(tiny, 12)
+    result = run_attack("dlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=60, device="cpu", seed=1)
+    assert result.images.shape == (1, 3, 8, 8)
+    assert float(psnr(result.images, images)[0]) > 30.0
+    assert int(result.labels[0]) == int(labels[0])
+    assert result.iterations_per_second > 0
+
+
+def test_idlg_recovers_a_tiny_image(tiny):
+    net, images, labels, gradient = _case(tiny, 24)
+    result = run_attack("idlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=60, device="cpu", seed=1)
+    assert float(psnr(result.images, images)[0]) > 30.0
+    assert result.labels.tolist() == labels.tolist()
+
+
+def test_dlg_batch_of_two_after_matching(tiny):
+    index = [12, 60]
+    net = build_model("lenet", image_size=8, seed=0)
+    images, labels = tiny.images[index], tiny.labels[index]
+    gradient = client_gradients(net, images, labels)
+    result = run_attack("idlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,
+                        batch_size=2, iterations=100, device="cpu", seed=0)
+    scores = score(result.images, result.labels, images, labels)
+    assert all(s.label_true == s.label_recovered for s in scores)
+    assert min(s.psnr for s in scores) > 20.0
+
+
+def test_inverting_gradients_recovers_a_tiny_image(tiny):
+    net, images, labels, gradient = _case(tiny, 36)
+    result = run_attack("ig", net, gradient, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=400, restarts=2, device="cpu", seed=0, tv_weight=0.01)
+    # 8x8 crops have sharp neighbour differences, so the TV prior is weaker than at 32x32
+    assert float(psnr(result.images, images)[0]) > 20.0
+    assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
+
+
+def test_fedavg_aware_inverting_gradients(tiny):
+    net, images, labels, _ = _case(tiny, 36)
+    spec = FedAvgSpec(lr=0.1, local_steps=3)
+    before, after = client_weight_update(net, images, labels, lr=spec.lr,
+                                         local_steps=spec.local_steps)
+    update = [b - a for b, a in zip(before, after)]
+    result = run_attack("ig-fedavg", net, update, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=400, restarts=2, device="cpu", seed=0, fedavg=spec,
+                        tv_weight=0.01)
+    assert float(psnr(result.images, images)[0]) > 20.0
+    with pytest.raises(AttackConfigError, match="fedavg"):
+        run_attack("ig-fedavg", net, update, input_shape=(3, 8, 8), num_classes=10)
+
+
+def test_analytic_first_layer_is_exact(tiny):
+    net, images, labels, gradient = _case(tiny, 50, model="mlp")
+    result = analytic_first_layer(net, gradient, input_shape=(3, 8, 8))
+    assert float(((result.images - images) ** 2).mean()) < 1e-10
+    assert result.labels.tolist() == labels.tolist()
+
+
+def test_analytic_hidden_layer_recovers_without_first_layer_gradient(tiny):
+    net, images, _, gradient = _case(tiny, 70, model="mlp", width=256)  # 256 >= 192 inputs
+    gradient[0] = torch.full_like(gradient[0], float("nan"))  # first layer hidden
+    gradient[1] = torch.full_like(gradient[1], float("nan"))
+    result = analytic_hidden(net, gradient, input_shape=(3, 8, 8))
+    assert float(((result.images - images) ** 2).mean()) < 1e-8
+
+
+def test_analytic_unknown_bias_never_reads_the_bias_gradient(tiny):
+    net, images, labels, gradient = _case(tiny, 90, model="mlp", width=64)
+    gradient[1] = torch.full_like(gradient[1], float("nan"))
+    result = analytic_unknown_bias(net, gradient, input_shape=(3, 8, 8))
+    assert float(((result.images - images) ** 2).mean()) < 1e-8
+    assert result.labels.tolist() == labels.tolist()
+
+
+def test_analytic_refuses_what_it_cannot_do(tiny):
+    net, _, _, gradient = _case(tiny, 0)
+    with pytest.raises(AttackConfigError, match="first layer is Linear"):
+        analytic_first_layer(net, gradient, input_shape=(3, 8, 8))
+    mlp, _, _, mlp_gradient = _case(tiny, 0, model="mlp")
+    with pytest.raises(AttackConfigError, match="batch size 1"):
+        analytic_first_layer(mlp, mlp_gradient, input_shape=(3, 8, 8), batch_size=2)
+    with pytest.raises(ShapeMismatchError, match="expected 6 gradient tensors"):
+        analytic_first_layer(mlp, mlp_gradient[:-1], input_shape=(3, 8, 8))
+
+
+def test_noise_gradient_does_not_recover_the_image(tiny):
+    net, images, _, gradient = _case(tiny, 12)
+    g = torch.Generator().manual_seed(5)
+    noise = [torch.randn(t.shape, generator=g) * t.std() for t in gradient]
+    result = run_attack("dlg", net, noise, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=30, restarts=1, device="cpu", seed=1)
+    assert not score(result.images, result.labels, images, tiny.labels[12:13])[0].recovered()
+    mlp, _, _, mlp_gradient = _case(tiny, 12, model="mlp")
+    noise = [torch.randn(t.shape, generator=g) * t.std() for t in mlp_gradient]
+    result = analytic_first_layer(mlp, noise, input_shape=(3, 8, 8))
+    assert float(psnr(result.images, images)[0]) < 20.0
+
+
+def test_unknown_attack_name_lists_valid_names():
+    net = build_model("lenet", image_size=8)
+    with pytest.raises(UnknownNameError) as info:
+        run_attack("gan", net, [], input_shape=(3, 8, 8), num_classes=10)
+    assert all(name in str(info.value) for name in ATTACK_NAMES)
+
+
+def test_cuda_request_without_gpu_is_a_typed_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from leakage.attacks import resolve_device
+    from leakage.errors import DeviceError
+
+    with pytest.raises(DeviceError):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
