@@ -1,0 +1,143 @@
+"""The assessment: plaintext is exposed, masked and encrypted views are not, and the
+verdict logic holds against a planted success and a planted failure."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import protocols
+from leakage.assess import (
+    AGGREGATE,
+    COLLUDING,
+    Budget,
+    ClientData,
+    assess,
+    byte_uniformity,
+    decide,
+    decode_ring,
+    gradient_structure,
+    label_multiset_accuracy,
+)
+from leakage.attacks import client_gradients, gradient_from_vector
+from leakage.data import load_embedded, spread_indices
+from leakage.models import build_model
+from secagg.encoding import FixedPoint
+from secagg.round import run_round
+
+RESOLUTION = 4
+BUDGET = Budget(
+    attacks=("idlg", "analytic"), iterations=30, cheap_iterations=2, baseline_seeds=2, device="cpu"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _tiny_setup(n_clients: int):
+    """A 554-parameter sigmoid MLP on 4x4 crops of the embedded images, one image per client."""
+    data = load_embedded(RESOLUTION)
+    chosen = data.select(spread_indices(data.labels, n_clients))
+    model = build_model("mlp", num_classes=data.num_classes, image_size=RESOLUTION, width=8, seed=0)
+    images = {c: chosen.images[c : c + 1] for c in range(n_clients)}
+    labels = {c: chosen.labels[c : c + 1] for c in range(n_clients)}
+    updates = [
+        torch.cat([g.flatten() for g in client_gradients(model, images[c], labels[c])]).double().numpy()
+        for c in range(n_clients)
+    ]
+    return model, ClientData(images, labels), updates
+
+
+def test_plaintext_fedsgd_one_client_batch_one_is_exposed():
+    model, truth, updates = _tiny_setup(1)
+    result = run_round(protocols.create("plaintext-fedsgd"), updates)
+    assessment = assess(result, model, truth, budget=BUDGET)
+    client_rows = [r for r in assessment.rows if r.observable != AGGREGATE]
+    assert client_rows and all(r.verdict == "exposed" for r in client_rows)
+    assert {r.attack for r in client_rows} == {"idlg", "analytic"}
+    best = max(client_rows, key=lambda r: r.psnr)
+    assert best.psnr >= 20.0 and best.reason == "image" and best.label_accuracy == 1.0
+    assert best.structure > 0.99
+    # One client's "aggregate" is that client's update: exposed too.
+    assert {r.verdict for r in assessment.rows if r.observable == AGGREGATE} == {"exposed"}
+    assert assessment.reconstructions[0].shape == truth.images[0].shape
+
+
+PROTECTED = [name for name in protocols.available() if not name.startswith("plaintext")]
+
+
+@pytest.mark.parametrize("name", PROTECTED)
+def test_masked_and_encrypted_views_are_not_exposed(name):
+    model, truth, updates = _tiny_setup(2)
+    cls = protocols.get(name)
+    protocol = cls(**cls.fast_config)
+    weights = [1.0, 1.0] if protocol.aggregate_kind == "weighted_mean" else None
+    result = run_round(protocol, updates, weights=weights)
+    assert result.error is None
+    assessment = assess(result, model, truth, protocol=protocol, budget=BUDGET, include_aggregate=False)
+    server_rows = [r for r in assessment.rows if r.observer != COLLUDING]
+    assert server_rows, f"{name}: no client message was attacked"
+    for row in server_rows:
+        assert row.verdict == "not exposed", row
+        assert row.structure < 0.9, row  # nothing that looks like a gradient
+        assert not row.full_attack
+    # Masked ring elements must look uniform (ciphertext serialisations may have structure).
+    for check in assessment.uniformity:
+        if check.kind == "ring":
+            assert check.uniform, check
+    colluding = [r for r in assessment.rows if r.observer == COLLUDING]
+    if len(protocol.server_ids) >= 2 and colluding:  # two servers pooling their views break it
+        assert all(r.verdict == "exposed" for r in colluding)
+
+
+def test_verdict_planted_success_and_failure():
+    assert decide(psnr=35.0, label_accuracy=0.0, structure=0.5, baseline_psnrs=[6.0]) == (
+        "exposed",
+        "image",
+        True,
+    )
+    assert decide(psnr=12.0, label_accuracy=1.0, structure=0.99, baseline_psnrs=[6.0]) == (
+        "exposed",
+        "labels",
+        True,
+    )
+    # A lucky label from something that is not gradient-shaped is not a finding.
+    assert decide(psnr=6.3, label_accuracy=1.0, structure=0.5, baseline_psnrs=[6.0, 6.5]) == (
+        "not exposed",
+        "",
+        False,
+    )
+    verdict, _, beats = decide(psnr=14.0, label_accuracy=0.0, structure=0.5, baseline_psnrs=[6.0])
+    assert verdict == "not exposed" and beats
+
+
+def test_structure_separates_a_gradient_from_noise():
+    model, truth, updates = _tiny_setup(1)
+    true = gradient_from_vector(model, updates[0])
+    rng = np.random.default_rng(3)
+    noise = gradient_from_vector(model, rng.normal(0, updates[0].std(), updates[0].size))
+    shifted = gradient_from_vector(model, np.abs(updates[0]) + 1.0)
+    assert gradient_structure(model, true) > 0.99
+    assert gradient_structure(model, noise) < 0.75
+    assert gradient_structure(model, shifted) < 0.1
+
+
+def test_byte_uniformity_and_ring_decoding():
+    _, p_random = byte_uniformity(os.urandom(65536))
+    _, p_floats = byte_uniformity(np.linspace(-1, 1, 16384).astype(np.float32).tobytes())
+    assert p_random > 1e-3 > p_floats
+    codec = FixedPoint(ring_bits=32, frac_bits=16, clip=2.0)
+    values = np.array([0.5, -1.25, 1.999, -2.0])
+    np.testing.assert_allclose(decode_ring(codec.encode(values), 16), values, atol=2**-16)
+
+
+def test_label_accuracy_is_a_multiset_match():
+    assert label_multiset_accuracy(torch.tensor([3, 1, 1]), torch.tensor([1, 3, 2])) == pytest.approx(2 / 3)

@@ -1,0 +1,164 @@
+"""``secagg evaluate --quick`` on a tiny model: the report and results.json as documented."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+import torch
+
+import protocols
+from secagg.cli import main
+
+RUN_KEYS = {
+    "name",
+    "protocol",
+    "defense",
+    "kind",
+    "update",
+    "aggregate_kind",
+    "config",
+    "config_note",
+    "threat_model",
+    "error",
+    "costs",
+    "defense_info",
+    "rows",
+    "uniformity",
+    "notes",
+    "verdicts",
+}
+ROW_KEYS = {
+    "protocol",
+    "observer",
+    "observable",
+    "kind",
+    "attack",
+    "psnr",
+    "psnr_mean",
+    "ssim",
+    "label_accuracy",
+    "structure",
+    "baseline_psnr",
+    "beats_random",
+    "verdict",
+    "reason",
+    "iterations",
+    "seconds",
+    "full_attack",
+    "note",
+}
+COST_KEYS = {
+    "client_s",
+    "server_s",
+    "finalize_s",
+    "setup_s",
+    "bytes_up_per_client",
+    "bytes_per_param",
+    "expansion_over_float32",
+    "precision_error",
+    "declared_precision",
+}
+
+
+class _Figures(HTMLParser):
+    """Collects, per ``figure data-protocol``, the number of <img> inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: dict[str, int] = {}
+        self.current: str | None = None
+        self.all_images = 0
+        self.external: list[str | None] = []
+
+    def handle_starttag(self, tag, attrs):
+        values = dict(attrs)
+        if tag == "figure" and "data-protocol" in values:
+            self.current = values["data-protocol"]
+            self.images[self.current] = 0
+        if tag == "img":
+            self.all_images += 1
+            if not values.get("src", "").startswith("data:image/png;base64,"):
+                self.external.append(values.get("src"))
+            if self.current is not None:
+                self.images[self.current] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    threads = torch.get_num_threads()
+    status = main(
+        [
+            "evaluate",
+            "--quick",
+            "--model",
+            "mlp",
+            "--width",
+            "8",
+            "--resolution",
+            "4",
+            "--clients",
+            "2",
+            "--cost-sizes",
+            "200",
+            "--defenses",
+            "fp16",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    torch.set_num_threads(threads)
+    assert status == 0
+    return out
+
+
+def test_report_is_html_with_one_image_per_protocol(report):
+    text = (report / "report.html").read_text(encoding="utf-8")
+    parser = _Figures()
+    parser.feed(text)
+    parser.close()
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    for name in protocols.available():
+        assert parser.images.get(name, 0) >= 1, f"no image for {name}"
+    assert parser.images.get("plaintext-fedsgd + fp16", 0) >= 1
+    assert not parser.external  # self-contained: every image inlined
+
+
+def test_results_json_matches_the_schema(report):
+    record = json.loads((report / "results.json").read_text())
+    assert record["schema"] == "secagg-evaluate/1"
+    assert {
+        "created",
+        "environment",
+        "settings",
+        "originals",
+        "runs",
+        "rows",
+        "cost_curve",
+        "cost_curve_notes",
+        "wall_seconds",
+    } <= set(record)
+    names = [run["name"] for run in record["runs"]]
+    assert names == [*protocols.available(), "plaintext-fedsgd + fp16"]
+    for run in record["runs"]:
+        assert set(run) == RUN_KEYS
+        assert set(run["costs"]) == COST_KEYS
+        assert set(run["verdicts"]) == {"client_messages", "aggregate"}
+        for row in run["rows"]:
+            assert set(row) == ROW_KEYS
+            assert row["verdict"] in ("exposed", "not exposed")
+    assert record["rows"] == [row for run in record["runs"] for row in run["rows"]]
+    by_name = {run["name"]: run for run in record["runs"]}
+    assert by_name["plaintext-fedsgd"]["verdicts"]["client_messages"] == "exposed"
+    for name in protocols.available():
+        if not name.startswith("plaintext"):
+            assert by_name[name]["verdicts"]["client_messages"] == "not exposed", name
+    assert {p["protocol"] for p in record["cost_curve"]} == set(protocols.available())
+    assert len(record["originals"]) == 2
