@@ -5,7 +5,9 @@ loop (Zhu et al. 2019, mit-han-lab/dlg as REFERENCES.md describes it).
 
     python -m benchmarks.attacks [--quick] [--device auto] [--out bench-out]
 
-Writes ``attacks.json`` (and ``attacks_dlg.png``) into ``--out``. Quality targets of
+Writes ``attacks.json`` (and ``attacks_dlg.png``) into ``--out``; :func:`run` returns
+the same record for ``python -m benchmarks`` (``--quick``: two images, short runs, so
+the targets are not expected to hold there). Quality targets of
 issue 5, checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 8 of 10 images,
 iDLG label accuracy 100 %, analytic FC attack MSE < 1e-10, and our DLG faster than the
 reference loop on the same images in the same run (a ratio, because machines are noisy).
@@ -15,6 +17,7 @@ Needs only torch and numpy (plus this repository).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import io
 import json
@@ -24,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -95,7 +99,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 def _run(
     name: str, data: ImageSet, *, model_name: str, width: int | None, iterations: int | None,
     device: torch.device, show: bool,
-    attack: Callable[..., AttackResult] | None = None,
+    attack: Callable[..., AttackResult] | None = None, restarts: int | None = None,
 ) -> dict[str, Any]:
     rows = []
     reconstructions = []
@@ -109,7 +113,7 @@ def _run(
         if attack is None:
             result = run_attack(name, model, gradient, input_shape=(channels, size, size),
                                 num_classes=data.num_classes, iterations=iterations,
-                                device=device, seed=k, progress=bar)
+                                device=device, seed=k, restarts=restarts, progress=bar)
         else:
             result = attack(model, gradient, input_shape=(channels, size, size),
                             num_classes=data.num_classes, iterations=iterations or 300,
@@ -156,8 +160,12 @@ def _timed(fn: Callable[[], AttackResult]) -> tuple[AttackResult, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _side_by_side(data: ImageSet, device: torch.device) -> dict[str, Any]:
-    """Reference DLG loop vs ours (300 steps, one run) vs ours (defaults), per image."""
+def _side_by_side(data: ImageSet, device: torch.device, steps: int = 300) -> dict[str, Any]:
+    """Reference DLG loop vs ours (``steps`` steps, one run) vs ours (defaults; with
+    ``steps`` < 300 the default restarts and early stop over ``steps`` steps), per image.
+
+    The keys keep the names of the full run (``ours_300_steps``); ``steps`` says how many.
+    """
     variants: dict[str, list[dict[str, float]]] = {
         "reference": [], "ours_300_steps": [], "ours_default": []}
     for k in range(len(data)):
@@ -168,13 +176,13 @@ def _side_by_side(data: ImageSet, device: torch.device) -> dict[str, Any]:
                 shape: tuple[int, int, int] = shape) -> AttackResult:
             if name == "reference":
                 return reference_dlg(m, g, input_shape=shape, num_classes=data.num_classes,
-                                     iterations=300, device=device, seed=k)
-            if name == "ours_300_steps":  # one run, no early stop: the same 300 steps
+                                     iterations=steps, device=device, seed=k)
+            if name == "ours_300_steps":  # one run, no early stop: the same steps
                 return run_dlg(m, g, input_shape=shape, num_classes=data.num_classes,
-                               iterations=300, device=device, seed=k, restarts=1,
+                               iterations=steps, device=device, seed=k, restarts=1,
                                converged=0.0)
             return run_dlg(m, g, input_shape=shape, num_classes=data.num_classes,
-                           device=device, seed=k)
+                           iterations=steps, device=device, seed=k)
 
         for name in variants:
             model = build_model("lenet", num_classes=data.num_classes, seed=0)
@@ -187,7 +195,7 @@ def _side_by_side(data: ImageSet, device: torch.device) -> dict[str, Any]:
             print(f"side-by-side {name:>15} image {k}: PSNR {item.psnr:6.2f} dB, "
                   f"{result.iterations} steps, wall {wall:6.2f} s, CPU {cpu:6.2f} s",
                   file=sys.stderr)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"steps": steps}
     for name, rows in variants.items():
         out[name] = {"per_image": rows,
                      "wall_seconds": sum(r["wall_seconds"] for r in rows),
@@ -201,41 +209,73 @@ def _side_by_side(data: ImageSet, device: torch.device) -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="3 images, short runs")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="bench-out")
-    parser.add_argument("--images", type=int, default=None, help="default 10 (quick: 3)")
-    parser.add_argument("--slow-images", type=int, default=None,
-                        help="images for the slower reconstructions (iDLG, IG, analytic-bias) "
-                        "and the DLG-vs-reference timing (default 3, quick: 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: these graphs are too small for "
-                        "intra-op parallelism, and with other jobs on the cores more threads "
-                        "make each step many times slower)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, args.threads))
-    device = resolve_device(args.device)
-    count = args.images or (3 if args.quick else 10)
-    slow_count = min(args.slow_images or (1 if args.quick else 3), count)
+@dataclass(frozen=True)
+class Plan:
+    """How much :func:`run` does. ``quick``: two images, short runs, under a minute on
+    one loaded CPU core; the full plan is the one the README's figures come from."""
+
+    images: int
+    slow_images: int  # iDLG, IG, analytic-bias and the DLG-vs-reference timing
+    lbfgs_iterations: int | None  # DLG/iDLG steps per draw (None: the attack's default)
+    lbfgs_restarts: int | None  # None: the attack's default
+    ig_iterations: int
+    reference_steps: int  # steps of the DLG-vs-reference timing
+
+    @classmethod
+    def for_quick(cls, quick: bool, images: int | None = None,
+                  slow_images: int | None = None) -> Plan:
+        if quick:
+            plan = cls(images=2, slow_images=1, lbfgs_iterations=20, lbfgs_restarts=1,
+                       ig_iterations=100, reference_steps=20)
+        else:
+            plan = cls(images=10, slow_images=3, lbfgs_iterations=None, lbfgs_restarts=None,
+                       ig_iterations=2000, reference_steps=300)
+        count = images or plan.images
+        return dataclasses.replace(plan, images=count,
+                                   slow_images=min(slow_images or plan.slow_images, count))
+
+
+def run(
+    quick: bool = False,
+    *,
+    device: str = "auto",
+    images: int | None = None,
+    slow_images: int | None = None,
+    threads: int = 1,
+    show: bool = False,
+    out: pathlib.Path | None = None,
+) -> dict[str, Any]:
+    """Run every attack and the DLG-vs-reference timing; returns the ``attacks.json``
+    record. ``out``: also write ``attacks_dlg.png`` there (the JSON is the caller's)."""
+    plan = Plan.for_quick(quick, images, slow_images)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return _run_plan(plan, quick, resolve_device(device), show, out)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_plan(
+    plan: Plan, quick: bool, device: torch.device, show: bool, out: pathlib.Path | None
+) -> dict[str, Any]:
+    count = plan.images
     embedded = load_embedded()
     data = embedded.select(spread_indices(embedded.labels, count))
     small = load_embedded(16).select(spread_indices(embedded.labels, count))
-    show = not args.no_progress
-    ig_iterations = 500 if args.quick else 2000
     started = time.perf_counter()
 
     results: dict[str, dict[str, Any]] = {}
-    results["dlg"] = _run("dlg", data, model_name="lenet", width=None, iterations=None,
+    results["dlg"] = _run("dlg", data, model_name="lenet", width=None,
+                          iterations=plan.lbfgs_iterations, restarts=plan.lbfgs_restarts,
                           device=device, show=show)
-    few = data.select(list(range(slow_count)))
-    results["idlg"] = _run("idlg", few, model_name="lenet", width=None, iterations=None,
+    few = data.select(list(range(plan.slow_images)))
+    results["idlg"] = _run("idlg", few, model_name="lenet", width=None,
+                           iterations=plan.lbfgs_iterations, restarts=plan.lbfgs_restarts,
                            device=device, show=show)
     results["idlg"]["label_accuracy_all_images"] = _idlg_label_accuracy(data)
-    results["ig"] = _run("ig", few, model_name="lenet", width=None, iterations=ig_iterations,
-                         device=device, show=show)
+    results["ig"] = _run("ig", few, model_name="lenet", width=None,
+                         iterations=plan.ig_iterations, device=device, show=show)
     results["analytic"] = _run("analytic", data, model_name="mlp", width=None, iterations=None,
                                device=device, show=False)
     # (b) needs hidden width >= input size for a unique solution: 16x16x3 = 768 < 1024.
@@ -245,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     iterations=None, device=device, show=False)
 
     # Side by side: the same images, the same device, one after the other.
-    side_by_side = _side_by_side(few, device)
+    side_by_side = _side_by_side(few, device, plan.reference_steps)
     results["dlg-reference"] = side_by_side
 
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_grid(out / "attacks_dlg.png", data.images.numpy(),
-               results["dlg"]["_reconstructions"].numpy())
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_grid(out / "attacks_dlg.png", data.images.numpy(),
+                   results["dlg"]["_reconstructions"].numpy())
     for entry in results.values():
         entry.pop("_reconstructions", None)
     dlg_good = sum(r["psnr"] >= 30.0 for r in results["dlg"]["per_image"])
@@ -281,12 +321,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["device"] = str(device)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-    record = {"benchmark": "attacks", "quick": args.quick, "environment": env,
-              "wall_seconds": time.perf_counter() - started, "targets": targets,
-              "attacks": results}
+    return {"benchmark": "attacks", "quick": quick, "plan": dataclasses.asdict(plan),
+            "environment": env, "wall_seconds": time.perf_counter() - started,
+            "targets": targets, "attacks": results}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="2 images, 20 L-BFGS steps, 100 IG steps (under a minute)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--images", type=int, default=None, help="default 10 (quick: 2)")
+    parser.add_argument("--slow-images", type=int, default=None,
+                        help="images for the slower reconstructions (iDLG, IG, analytic-bias) "
+                        "and the DLG-vs-reference timing (default 3, quick: 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: these graphs are too small for "
+                        "intra-op parallelism, and with other jobs on the cores more threads "
+                        "make each step many times slower)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    out = pathlib.Path(args.out)
+    record = run(args.quick, device=args.device, images=args.images,
+                 slow_images=args.slow_images, threads=args.threads,
+                 show=not args.no_progress, out=out)
     path = out / "attacks.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(targets, indent=2))
+    print(json.dumps(record["targets"], indent=2))
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -12,6 +12,15 @@ taken only with respect to the dummy tensors (the reference's ``backward()`` als
 gradients for every model weight), there is no extra logging closure every 10 steps,
 the run stops once the gradient distance has collapsed, and a restart from a fresh
 draw is made only if the first run stalled (keeping the lowest loss).
+
+A run can also *die*: its loss turns non-finite, or L-BFGS sends the image so far out
+(pixels ~1e5 on LeNet) that every sigmoid saturates, the gradient vanishes and each
+later step returns after one evaluation with the image unchanged (or moves it by a
+float epsilon at a constant loss): 150 fast steps of nothing. A zero-gradient step, a
+non-finite loss or ``PATIENCE`` checks without a new lowest loss end the run.
+A dead run stops at once, keeps its best checked image rather than the wreck, and hands
+its unused steps to a fresh draw, so even ``restarts=1`` gets a second chance within
+the same ``iterations * restarts`` step budget.
 """
 
 from __future__ import annotations
@@ -41,6 +50,10 @@ from leakage.errors import AttackConfigError
 CONVERGED = 1e-8
 STALLED = 1e-4
 CHECK_EVERY = 10  # outer steps between convergence checks (each check syncs the host)
+# Checks in a row without a new lowest loss after which a run counts as stuck (dead):
+# a run whose image has blown up to ~1e5 keeps taking float-epsilon steps at a
+# constant loss, which the zero-gradient test alone does not catch.
+PATIENCE = 2
 
 
 def prepare(
@@ -70,10 +83,14 @@ def lbfgs_match(
     progress_offset: int = 0,
     progress_total: int | None = None,
     converged: float = CONVERGED,
-) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """One L-BFGS gradient-matching run; returns (images, labels, loss, steps taken).
+) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
+    """One L-BFGS gradient-matching run; returns (images, labels, loss, steps taken,
+    died).
 
-    The loss is the gradient distance relative to ``||observed||^2`` (inf if diverged).
+    The loss is the gradient distance relative to ``||observed||^2`` (inf if no finite
+    loss was ever read). ``died``: the run stopped early because its loss turned
+    non-finite or its gradient vanished away from convergence (see the module text); the
+    images are then the best ones seen at a check, not the final ones.
 
     ``labels`` None: DLG (soft dummy labels optimised too); given: iDLG (image only).
     """
@@ -104,29 +121,64 @@ def lbfgs_match(
 
     last_loss = float("inf")
     steps = 0
+    died = False
+    flat_checks = 0
+    # Best state seen at a check: (loss, image, label logits). L-BFGS returns the loss
+    # at the start of a step, so the state is copied just before a checked step (a
+    # device-side clone, no host sync).
+    best: tuple[float, torch.Tensor, torch.Tensor | None] | None = None
     total = progress_total if progress_total is not None else iterations
     for step in range(iterations):
+        check = (step + 1) % CHECK_EVERY == 0 or step + 1 == iterations
+        snapshot = _snapshot(dummy, label_logits) if check else None
+        # L-BFGS's own iteration counter (a Python int, so reading it never syncs): a
+        # step that leaves it unchanged returned at once on a zero gradient and moved
+        # nothing, so every later step would repeat it exactly.
+        n_iter = optimizer.state[dummy].get("n_iter", 0)
         loss = optimizer.step(closure)
         steps = step + 1
         if progress is not None:
             progress(progress_offset + steps, total)
-        if steps % CHECK_EVERY == 0 or steps == iterations:
-            # L-BFGS returns the loss at the start of the step: stale by one step at most
-            last_loss = float(loss) / scale
-            if not math.isfinite(last_loss):  # diverged; the caller restarts
-                last_loss = float("inf")
-                break
-            if last_loss < converged:
-                break
+        frozen = optimizer.state[dummy].get("n_iter", 0) == n_iter
+        if not (check or frozen):
+            continue
+        last_loss = float(loss) / scale
+        if not math.isfinite(last_loss):  # diverged: keep the best checked state
+            last_loss = float("inf")
+            died = True
+            break
+        if frozen:
+            # The state did not move, so this loss is exactly the current state's.
+            snapshot = _snapshot(dummy, label_logits)
+        if snapshot is not None and (best is None or last_loss < best[0]):
+            best = (last_loss, *snapshot)
+            flat_checks = 0
+        elif check:
+            flat_checks += 1
+        if last_loss < converged:
+            break
+        if frozen or flat_checks >= PATIENCE:
+            died = True  # stuck away from convergence: nothing left to gain from this draw
+            break
+    final_images, final_logits = dummy.detach(), label_logits
+    if died and best is not None:
+        last_loss, final_images, final_logits = best
     with torch.no_grad():
         # a diverged run can hold NaN; metrics and PNGs need finite pixels
-        images = torch.nan_to_num(dummy.detach(), nan=0.0).clamp(0.0, 1.0).cpu()
-        if label_logits is not None:
-            found = label_logits.detach().argmax(dim=-1).cpu()
+        images = torch.nan_to_num(final_images, nan=0.0).clamp(0.0, 1.0).cpu()
+        if final_logits is not None:
+            found = final_logits.detach().argmax(dim=-1).cpu()
         else:
             assert labels is not None  # noqa: S101 - narrows the Optional for mypy
             found = labels.detach().cpu()
-    return images, found, last_loss, steps
+    return images, found, last_loss, steps, died
+
+
+def _snapshot(
+    dummy: torch.Tensor, label_logits: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = label_logits.detach().clone() if label_logits is not None else None
+    return dummy.detach().clone(), logits
 
 
 def dlg(
@@ -183,19 +235,24 @@ def run_lbfgs_attack(
     generator = torch.Generator().manual_seed(seed)
     best: tuple[torch.Tensor, torch.Tensor, float] | None = None
     steps_total = 0
+    # ``restarts`` draws may run to the end; a draw that died early does not count,
+    # but its steps do, so the work stays within ``iterations * restarts`` steps.
+    budget = iterations * restarts
+    lived = 0
     with Timer(target) as timer:
-        for _ in range(restarts):
-            images, found, loss, steps = lbfgs_match(
+        while lived < restarts and steps_total < budget:
+            images, found, loss, steps, died = lbfgs_match(
                 attacked, observed, input_shape=input_shape, num_classes=num_classes,
-                batch_size=batch_size, iterations=iterations, generator=generator,
-                device=target, labels=labels, progress=progress, progress_offset=steps_total,
-                progress_total=iterations * restarts, converged=converged,
+                batch_size=batch_size, iterations=min(iterations, budget - steps_total),
+                generator=generator, device=target, labels=labels, progress=progress,
+                progress_offset=steps_total, progress_total=budget, converged=converged,
             )
             steps_total += steps
             if best is None or loss < best[2]:
                 best = (images, found, loss)
             if loss < STALLED:
                 break
+            lived += not died
     if progress is not None:
         progress(iterations * restarts, iterations * restarts)
     assert best is not None  # noqa: S101 - restarts >= 1 was checked above

@@ -184,3 +184,35 @@ def test_cuda_request_without_gpu_is_a_typed_error():
     with pytest.raises(DeviceError):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("poison", ["inf", "zero-gradient"])
+def test_dead_lbfgs_run_restarts_from_a_fresh_draw(tiny, monkeypatch, poison):
+    """A first draw whose loss is +inf, or whose gradient vanished (the saturated-sigmoid
+    freeze), ends early and a fresh draw recovers the image even with restarts=1."""
+    from leakage.attacks import deep_leakage
+
+    net, images, labels, gradient = _case(tiny, 24)
+    runs: list[int] = []
+    real_match, real_l2 = deep_leakage.lbfgs_match, deep_leakage.l2_distance
+
+    def counting_match(*args, **kwargs):
+        runs.append(kwargs["iterations"])
+        return real_match(*args, **kwargs)
+
+    def poisoned_l2(dummy, observed):
+        distance = real_l2(dummy, observed)
+        if len(runs) > 1:
+            return distance
+        # inf keeps a finite gradient (L-BFGS keeps stepping); 0 * d + c has none.
+        return distance + float("inf") if poison == "inf" else distance * 0.0 + 1e3
+
+    monkeypatch.setattr(deep_leakage, "lbfgs_match", counting_match)
+    monkeypatch.setattr(deep_leakage, "l2_distance", poisoned_l2)
+    result = run_attack("idlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,
+                        iterations=60, restarts=1, device="cpu", seed=1)
+    assert len(runs) == 2
+    assert runs[1] < 60  # the fresh draw gets the steps the dead one left
+    assert result.iterations <= 60
+    assert np.isfinite(result.loss)
+    assert float(psnr(result.images, images)[0]) > 30.0
