@@ -674,20 +674,24 @@ def _run_one(
     from secagg.errors import SecAggError
     from secagg.round import run_round
 
+    # The fields every run record starts with, whether or not the round started.
+    header = {
+        "name": label,
+        "protocol": protocol.name,
+        "defense": defense,
+        "kind": "defense" if defense else "protocol",
+        "update": update_kind.kind,
+        "aggregate_kind": protocol.aggregate_kind,
+        "config": _config_dict(protocol),
+        "config_note": config_note,
+        "threat_model": _threat(cls),
+    }
     try:
         result = run_round(protocol, updates, weights=weights)
     except SecAggError as exc:  # refused before any message (e.g. a bit budget): a result too
         log(f"{label}: the round did not start: {type(exc).__name__}: {exc}")
         return {
-            "name": label,
-            "protocol": protocol.name,
-            "defense": defense,
-            "kind": "defense" if defense else "protocol",
-            "update": update_kind.kind,
-            "aggregate_kind": protocol.aggregate_kind,
-            "config": _config_dict(protocol),
-            "config_note": config_note,
-            "threat_model": _threat(cls),
+            **header,
             "error": f"{type(exc).__name__}: {exc}",
             "costs": None,
             "defense_info": None,
@@ -729,15 +733,7 @@ def _run_one(
         item["protocol"] = label
         uniformity.append(item)
     return {
-        "name": label,
-        "protocol": protocol.name,
-        "defense": defense,
-        "kind": "defense" if defense else "protocol",
-        "update": update_kind.kind,
-        "aggregate_kind": protocol.aggregate_kind,
-        "config": _config_dict(protocol),
-        "config_note": config_note,
-        "threat_model": _threat(cls),
+        **header,
         "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
         "costs": costs,
         "defense_info": None,
