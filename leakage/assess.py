@@ -406,7 +406,8 @@ def candidate_from_payload(
 def _to_gradient(vector: np.ndarray, update: UpdateKind, w_before: np.ndarray) -> np.ndarray:
     if update.kind == "gradient":
         return vector
-    assert update.fedavg is not None  # noqa: S101 - UpdateKind validated it
+    if update.fedavg is None:  # UpdateKind validates this; kept explicit for -O
+        raise AttackConfigError("weights need the client's local training (fedavg=FedAvgSpec)")
     return (w_before - vector) / update.fedavg.lr
 
 
@@ -623,7 +624,8 @@ class _Attacker:
         fedavg = None
         if name == "ig-fedavg":
             # IG's FedAvg variant matches the weight update itself, not the gradient.
-            assert self.update.fedavg is not None  # noqa: S101 - _applicable checked it
+            if self.update.fedavg is None:  # _applicable checked it; kept explicit for -O
+                raise AttackConfigError("weights need the client's local training (fedavg=FedAvgSpec)")
             fedavg = self.update.fedavg
             observed = [g * fedavg.lr for g in observed]
         return run_attack(
@@ -792,7 +794,8 @@ def _attack_observable(
     budget: Budget,
     update: UpdateKind,
 ) -> None:
-    assert observable.candidate is not None  # noqa: S101 - caller checked
+    if observable.candidate is None:  # the caller checked; kept explicit for -O
+        raise AttackConfigError(f"observable {observable.name!r} has no candidate update to attack")
     originals, labels = truth.of(observable.clients)
     batch = int(originals.shape[0])
     gradient = gradient_from_vector(attacker.model, observable.candidate)

@@ -93,7 +93,8 @@ def analytic_first_layer(
     _check_batch(batch_size)
     check_gradient(model, observed_gradient)
     layer = _linear_layers(model)[0]
-    assert layer.bias is not None  # noqa: S101 - first_linear checked it
+    if layer.bias is None:  # first_linear checked it; kept explicit for -O
+        raise AttackConfigError("expected a bias on the first Linear layer (the attack needs db)")
     x = invert_linear(observed_gradient[_param_index(model, layer.weight)],
                       observed_gradient[_param_index(model, layer.bias)])
     return _result("analytic", x, input_shape, infer_label(model, observed_gradient), 0.0,
@@ -119,7 +120,8 @@ def analytic_hidden(
     if len(layers) < 2 or layers[1].bias is None:
         raise AttackConfigError("expected at least two Linear layers with bias (e.g. 'mlp')")
     first, second = layers[0], layers[1]
-    assert second.bias is not None and first.bias is not None  # noqa: S101
+    if second.bias is None or first.bias is None:
+        raise AttackConfigError("expected the first two Linear layers to have biases (e.g. 'mlp')")
     hidden = invert_linear(observed_gradient[_param_index(model, second.weight)],
                            observed_gradient[_param_index(model, second.bias)])
     pre = torch.logit(hidden.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)) - first.bias.detach().double()
@@ -149,7 +151,8 @@ def analytic_unknown_bias(
     _check_batch(batch_size)
     check_gradient(model, observed_gradient)
     layer = _linear_layers(model)[0]
-    assert layer.bias is not None  # noqa: S101
+    if layer.bias is None:
+        raise AttackConfigError("expected a bias on the first Linear layer (the attack needs db)")
     bias_index = _param_index(model, layer.bias)
     weight_grad = observed_gradient[_param_index(model, layer.weight)].detach().double().cpu()
     _, _, vh = torch.linalg.svd(weight_grad, full_matrices=False)

@@ -168,9 +168,10 @@ def lbfgs_match(
         images = torch.nan_to_num(final_images, nan=0.0).clamp(0.0, 1.0).cpu()
         if final_logits is not None:
             found = final_logits.detach().argmax(dim=-1).cpu()
-        else:
-            assert labels is not None  # noqa: S101 - narrows the Optional for mypy
+        elif labels is not None:
             found = labels.detach().cpu()
+        else:  # unreachable: a run optimises label logits or is given labels
+            raise AttackConfigError("expected label logits or fixed labels, got neither")
     return images, found, last_loss, steps, died
 
 
@@ -255,6 +256,7 @@ def run_lbfgs_attack(
             lived += not died
     if progress is not None:
         progress(iterations * restarts, iterations * restarts)
-    assert best is not None  # noqa: S101 - restarts >= 1 was checked above
+    if best is None:  # unreachable: restarts >= 1 was checked above
+        raise AttackConfigError(f"{name}: no run completed (restarts={restarts})")
     return AttackResult(name, best[0], best[1].to(torch.int64), best[2], steps_total,
                         timer.seconds, str(target))

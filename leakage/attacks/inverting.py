@@ -92,10 +92,11 @@ def _predicted_signal(
 
 def _cosine_per_restart(predicted: Weights, observed: Weights) -> torch.Tensor:
     """1 - cos for every restart; ``predicted`` tensors carry a leading restart axis."""
-    dot = sum((predicted[n] * observed[n]).flatten(1).sum(1) for n in observed)
-    norm = sum(predicted[n].pow(2).flatten(1).sum(1) for n in observed)
-    observed_norm = sum(observed[n].pow(2).sum() for n in observed)
-    assert isinstance(dot, torch.Tensor) and isinstance(norm, torch.Tensor)  # noqa: S101
+    names = list(observed)
+    # torch.stack(...).sum(0) rather than sum(): typed as a Tensor, no int start value.
+    dot = torch.stack([(predicted[n] * observed[n]).flatten(1).sum(1) for n in names]).sum(0)
+    norm = torch.stack([predicted[n].pow(2).flatten(1).sum(1) for n in names]).sum(0)
+    observed_norm = torch.stack([observed[n].pow(2).sum() for n in names]).sum()
     return 1.0 - dot / (norm.sqrt() * torch.as_tensor(observed_norm).sqrt() + 1e-12)
 
 
