@@ -25,7 +25,6 @@ raises is recorded with its error and the rest go on), then the protocol cost sw
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import importlib.util
 import json
@@ -36,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, int_list, write_csv, write_json
 
 MODULES: tuple[str, ...] = (
     "encoding",
@@ -184,10 +183,7 @@ def run_all(
         "plots": plots,
     }
     write_json(out / "bench.json", record)
-    with (out / "bench.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(cost_record["rows"])
+    write_csv(out / "bench.csv", cost_record["rows"], CSV_COLUMNS)
     return record
 
 
@@ -195,8 +191,6 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(float(v)) for v in _names(text))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,8 +203,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of {', '.join((*MODULES, 'costs'))}",
     )
     parser.add_argument("--skip", type=_names, default=(), help="comma-separated modules to leave out")
-    parser.add_argument("--sizes", type=_ints, default=None, help="cost sweep parameters, e.g. 1e3,1e5")
-    parser.add_argument("--clients", type=_ints, default=None, help="cost sweep clients, e.g. 2,10")
+    parser.add_argument("--sizes", type=int_list, default=None, help="cost sweep parameters, e.g. 1e3,1e5")
+    parser.add_argument("--clients", type=int_list, default=None, help="cost sweep clients, e.g. 2,10")
 
 
 def handle(args: argparse.Namespace) -> int:

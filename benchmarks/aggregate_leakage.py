@@ -24,13 +24,12 @@ Writes ``aggregate_leakage.json`` (environment, settings, rows) and
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, int_list, write_csv, write_json
 
 FULL: dict[str, Any] = {
     "clients": (1, 2, 4, 8, 16),
@@ -150,25 +149,16 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-out")
-    parser.add_argument("--clients", type=_ints, default=None)
-    parser.add_argument("--batches", type=_ints, default=None)
+    parser.add_argument("--clients", type=int_list, default=None)
+    parser.add_argument("--batches", type=int_list, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--attacks", type=lambda t: tuple(t.split(",")), default=None)
@@ -183,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Path(args.out)
     write_json(out / "aggregate_leakage.json", record)
-    write_csv(out / "aggregate_leakage.csv", record["rows"])
+    write_csv(out / "aggregate_leakage.csv", record["rows"], COLUMNS)
     print(f"{'n':>3} {'B':>3} {'PSNR best':>9} {'mean':>6} {'labels':>6} {'random':>7}  verdict")
     for row in record["rows"]:
         baseline = "-" if row["baseline_psnr"] is None else f"{row['baseline_psnr']:.1f}"

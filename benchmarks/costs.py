@@ -24,7 +24,6 @@ Writes ``costs.json`` (environment, grid, rows, skipped) and ``costs.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, int_list, write_csv, write_json
 
 FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 FULL_CLIENTS = (2, 10, 50, 200)
@@ -213,25 +212,16 @@ def run(
     }
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(float(v)) for v in text.split(",") if v.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-out")
-    parser.add_argument("--sizes", type=_ints, default=None)
-    parser.add_argument("--clients", type=_ints, default=None)
+    parser.add_argument("--sizes", type=int_list, default=None)
+    parser.add_argument("--clients", type=int_list, default=None)
     parser.add_argument("--protocols", default=None, help="comma-separated names (default: all)")
     parser.add_argument("--max-point-seconds", type=float, default=120.0)
     args = parser.parse_args(argv)
@@ -246,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Path(args.out)
     write_json(out / "costs.json", record)
-    write_csv(out / "costs.csv", record["rows"])
+    write_csv(out / "costs.csv", record["rows"], CSV_COLUMNS)
     print(
         f"{'protocol':<18} {'params':>9} {'clients':>7} {'bytes/param':>11} {'x plain':>8} "
         f"{'client s':>9} {'x plain':>9}"
