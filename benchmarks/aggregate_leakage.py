@@ -69,8 +69,8 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """One row per (n_clients, batch, attack): the attack on the revealed sum."""
     import protocols
+    from leakage.app.evaluate import Settings, simulate
     from leakage.assess import AGGREGATE, Budget, assess
-    from leakage.evaluate import Settings, simulate
     from secagg.round import run_round
 
     rows: list[dict[str, Any]] = []
@@ -127,7 +127,7 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
     grid = dict(QUICK if quick else FULL)
     grid.update({k: v for k, v in overrides.items() if v is not None})
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread, no contention (see leakage.evaluate)
+    torch.set_num_threads(1)  # tiny models: one thread, no contention (see leakage.app.evaluate)
     try:
         rows = sweep(
             grid["clients"],

@@ -1,5 +1,5 @@
 """Deep Leakage from Gradients' defence results (Zhu, Liu, Han, NeurIPS 2019, Sec. 5),
-reproduced with our DLG and our client-side transforms (:mod:`secagg.transforms`).
+reproduced with our DLG and our client-side transforms (:mod:`secagg.defences.transforms`).
 
     python -m benchmarks.defenses [--quick] [--out DIR] [--device auto]
                                   [--images N] [--iterations N] [--restarts N] [--threads N]
@@ -57,7 +57,7 @@ from leakage.data import ImageSet, load_embedded, spread_indices
 from leakage.metrics import RECOVERED_PSNR_DB, match, score
 from leakage.models import build_model
 from leakage.png import encode_png, image_grid
-from secagg.transforms import Compose, DPGaussian, parse_transforms, relative_error
+from secagg.defences.transforms import Compose, DPGaussian, parse_transforms, relative_error
 
 BASE_RESOLUTION = 32
 UTILITY_CLIENTS = 4

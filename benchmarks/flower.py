@@ -5,7 +5,7 @@
 Writes ``flower.json``. In Flower's simulation engine (Ray backend, one CPU per virtual
 client) ``--clients`` virtual clients train the DLG LeNet (``leakage.models``) by FedAvg
 on the embedded images (``leakage.data.load_embedded``, an even seeded split) for
-``--rounds`` rounds, once per protocol (:mod:`protocols.flower`). For each:
+``--rounds`` rounds, once per protocol (:mod:`protocols.runtime.flower`). For each:
 
 - convergence: the training loss of the global model after every round; the max
   absolute distance between the global parameters and those of a plain in-process
@@ -113,7 +113,7 @@ def global_loss(params: np.ndarray) -> tuple[float, float]:
 
 
 class Trainer:
-    """``train_fn`` for :func:`protocols.flower.simulate` (picklable: a module-level class)."""
+    """``train_fn`` for :func:`protocols.runtime.flower.simulate` (picklable: a module-level class)."""
 
     def __init__(self, n_clients: int) -> None:
         self.n_clients = n_clients
@@ -153,7 +153,7 @@ def run_protocol(
     name: str, *, n_clients: int, rounds: int, quick: bool, reference: list[np.ndarray]
 ) -> dict[str, Any]:
     import protocols
-    from protocols.flower import SecAggWorkflow, simulate
+    from protocols.runtime.flower import SecAggWorkflow, simulate
 
     config = dict(protocols.get(name).fast_config) if quick else {}
     workflow = SecAggWorkflow(name, config)
@@ -224,7 +224,7 @@ def run_secaggplus(*, n_clients: int, rounds: int, reference: list[np.ndarray]) 
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    from protocols.flower.server import _ray_sees_repo
+    from protocols.runtime.flower.server import _ray_sees_repo
 
     _ray_sees_repo()
     spec = _task()["spec"]

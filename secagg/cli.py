@@ -24,7 +24,7 @@ import numpy as np
 from secagg.errors import ConfigError, SecAggError
 
 # Packages that contribute subcommands, if installed.
-_PLUGINS = ("leakage.cli", "leakage.cli_eval", "benchmarks.cli")
+_PLUGINS = ("leakage.cli", "leakage.app.cli", "benchmarks.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ and hands the result to whatever protocol aggregates it; the protocol never know
   of variance v has scale b = sqrt(v / 2).
 - :class:`DPGaussian`: DP-SGD-style (Abadi et al. 2016) L2 clipping of the whole update
   to ``clip`` followed by Gaussian noise of std ``noise_multiplier * clip``, with the
-  (epsilon, delta) of :mod:`secagg.dp` (Rényi accountant of the sampled Gaussian
+  (epsilon, delta) of :mod:`secagg.defences.dp` (Rényi accountant of the sampled Gaussian
   mechanism, Mironov, Talwar, Zhang 2019). The unit protected is one client's update
   (add/remove-one-client adjacency, L2 sensitivity ``clip``): client-level DP in the
   sense of DP-FedAvg (McMahan et al. 2018) with the noise added locally.
@@ -59,7 +59,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from secagg import dp
+from secagg.defences import dp
 from secagg.errors import ConfigError, EncodingOverflowError, SecAggError
 
 

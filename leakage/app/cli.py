@@ -1,6 +1,6 @@
 """The ``evaluate`` and ``assess`` commands (registered into ``secagg`` by :func:`register`).
 
-``secagg evaluate`` is the main job (:mod:`leakage.evaluate`): every protocol, attacked,
+``secagg evaluate`` is the main job (:mod:`leakage.app.evaluate`): every protocol, attacked,
 reported in ``report.html`` + ``results.json``. ``secagg assess`` is one protocol (plus
 an optional client-side defense) with the verdict table on the terminal, a PNG of the
 reconstructions and a JSON file; ``--json`` prints one JSON object whose ``rows`` list
@@ -138,7 +138,7 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from leakage.evaluate import Settings
+    from leakage.app.evaluate import Settings
 
     return Settings(
         clients=args.clients,
@@ -163,8 +163,8 @@ def _fail(error: Exception) -> int:
 
 
 def handle_evaluate(args: argparse.Namespace) -> int:
+    from leakage.app.evaluate import evaluate, summary_table
     from leakage.errors import LeakageError
-    from leakage.evaluate import evaluate, summary_table
     from secagg.errors import SecAggError
 
     defenses: tuple[str, ...] | None = None
@@ -218,8 +218,8 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import protocols
+    from leakage.app.evaluate import Log, build_protocol, configure_device, round_costs, simulate
     from leakage.assess import assess
-    from leakage.evaluate import Log, build_protocol, configure_device, round_costs, simulate
     from leakage.png import encode_png, image_grid
     from secagg.round import run_round
 
@@ -230,7 +230,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     sim = simulate(settings)
     updates, update_kind = sim.updates_for(cls.aggregate_kind)
     if args.defense:
-        from secagg.transforms import parse_transforms
+        from secagg.defences.transforms import parse_transforms
 
         transform = parse_transforms(args.defense)
         updates = [np.asarray(transform.apply(u), dtype=np.float64) for u in updates]

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from secagg import dp
+from secagg.defences import dp
 from secagg.errors import ConfigError
 
 # (sample_rate, noise_multiplier, steps): DP-SGD-like, small-q/low-noise, large-q,
@@ -110,7 +110,7 @@ def test_secagg_does_not_import_opacus_or_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, secagg.dp, secagg.transforms; "
+    code = ("import sys, secagg.defences.dp, secagg.defences.transforms; "
             "print(any(m in sys.modules for m in ('torch', 'opacus', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

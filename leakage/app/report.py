@@ -361,7 +361,8 @@ def _threats(runs: Sequence[dict[str, Any]]) -> str:
 def _defenses(runs: Sequence[dict[str, Any]]) -> str:
     chosen = [r for r in runs if r["kind"] == "defense"]
     if not chosen:
-        return '<p class="muted">No defenses were run (secagg.transforms missing, or --defenses none).</p>'
+        return ('<p class="muted">No defenses were run (secagg.defences.transforms missing, '
+                'or --defenses none).</p>')
     out = [
         "<table><tr><th>defense</th><th>client-0's message</th><th>best PSNR dB</th>"
         "<th>aggregate</th><th>relative error of the aggregate</th><th>details</th></tr>"

@@ -4,9 +4,9 @@ What it does (issue 7): simulated clients compute LeNet gradients (Zhu, Liu, Han
 model) on the embedded real 32x32 images; every registered protocol runs one round over
 them through the router (real keys, real bytes); :func:`leakage.assess.assess` points
 the attacks at every server view (and the colluding pair's, for two servers); the
-client-side defenses of :mod:`secagg.transforms` run at one representative setting each
+client-side defenses of :mod:`secagg.defences.transforms` run at one representative setting each
 over the plaintext baseline; a small cost sweep over model sizes runs on random
-updates. It writes ``report.html`` (self-contained, :mod:`leakage.report`) and
+updates. It writes ``report.html`` (self-contained, :mod:`leakage.app.report`) and
 ``results.json``, prints a summary table and reports progress on stderr.
 
 What clients send: protocols whose aggregate is a ``sum`` get gradients (FedSGD);
@@ -103,7 +103,7 @@ class Settings:
     """What ``secagg evaluate`` runs; the defaults are the newcomer's command."""
 
     protocols: tuple[str, ...] | None = None  # None: every registered protocol
-    defenses: tuple[str, ...] | None = None  # None: DEFAULT_DEFENSES if secagg.transforms exists
+    defenses: tuple[str, ...] | None = None  # None: DEFAULT_DEFENSES if secagg.defences.transforms exists
     clients: int = 4
     batch: int = 1
     attacks: tuple[str, ...] = ("idlg", "ig")
@@ -498,7 +498,7 @@ def evaluate(settings: Settings) -> dict[str, Any]:
     import importlib.util
 
     import protocols
-    from leakage.report import write_report
+    from leakage.app.report import write_report
 
     started = time.perf_counter()
     log = Log(settings.progress)
@@ -506,14 +506,14 @@ def evaluate(settings: Settings) -> dict[str, Any]:
     names = list(settings.protocols) if settings.protocols is not None else protocols.available()
     for name in names:
         protocols.get(name)  # an unknown name fails now, listing the valid ones
-    has_transforms = importlib.util.find_spec("secagg.transforms") is not None
+    has_transforms = importlib.util.find_spec("secagg.defences.transforms") is not None
     defenses = (
         list(settings.defenses)
         if settings.defenses is not None
         else (list(DEFAULT_DEFENSES) if has_transforms else [])
     )
     if defenses and not has_transforms:
-        raise AttackConfigError("defenses need secagg.transforms, which is not installed")
+        raise AttackConfigError("defenses need secagg.defences.transforms, which is not installed")
 
     sim = simulate(settings)
     model, truth, w_before, n_params = sim.model, sim.truth, sim.w_before, sim.n_params
@@ -557,7 +557,7 @@ def evaluate(settings: Settings) -> dict[str, Any]:
         reconstructions[name] = run.pop("_reconstructions")
         runs.append(run)
     if defenses:
-        from secagg.transforms import parse_transforms, relative_error
+        from secagg.defences.transforms import parse_transforms, relative_error
 
         base = "plaintext-fedsgd"
         cls = protocols.get(base)

@@ -9,9 +9,9 @@ the parties that node hosts. The nodes answer with their outgoing wire bytes, wh
 workflow routes: to its own parties, or relayed to another node in the next stage
 (client-to-client messages cross the server as they would in any single-server
 deployment; protocols encrypt what the server must not read). Every message is counted by
-:class:`protocols.flower.transport.WireLedger` exactly as the in-process router counts it.
+:class:`protocols.runtime.flower.transport.WireLedger` exactly as the in-process router counts it.
 
-Who builds the parties (:func:`protocols.flower.client.provisioning_of`): for protocols
+Who builds the parties (:func:`protocols.runtime.flower.client.provisioning_of`): for protocols
 whose parties share no keys, every node builds its own and the server its own
 (``local``); otherwise a dealer runs ``make_parties`` once and seals each client its
 party: the key holder's node for the homomorphic protocols (``dealer``; the server only
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocols.flower.client import (
+from protocols.runtime.flower.client import (
     DEALER_PARTITION,
     PROVISIONING_MODES,
     TrainFn,
@@ -47,7 +47,7 @@ from protocols.flower.client import (
     protocol_from,
     provisioning_of,
 )
-from protocols.flower.transport import InboundChecker, Refused, WireLedger, load_parties, route_header
+from protocols.runtime.flower.transport import InboundChecker, Refused, WireLedger, load_parties, route_header
 from secagg.errors import ConfigError, ProtocolStateError, SecAggError
 from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, is_client, party_name
 from secagg.protocol import RoundSpec
@@ -492,7 +492,7 @@ def _train_and_aggregate(
 
 def _ray_sees_repo() -> None:
     # Ray's workers import the ClientApp's functions by module name: give them this checkout.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])

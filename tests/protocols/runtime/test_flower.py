@@ -27,10 +27,10 @@ from secagg.router import Router
 
 flwr = pytest.importorskip("flwr", reason="Flower is an optional extra: pip install secagg[flower]")
 
-from protocols.flower import SecAggWorkflow, secret_holdings, simulate  # noqa: E402
-from protocols.flower.client import _party_input, deal_round  # noqa: E402
-from protocols.flower.server import FlowerRun  # noqa: E402
-from protocols.flower.transport import (  # noqa: E402
+from protocols.runtime.flower import SecAggWorkflow, secret_holdings, simulate  # noqa: E402
+from protocols.runtime.flower.client import _party_input, deal_round  # noqa: E402
+from protocols.runtime.flower.server import FlowerRun  # noqa: E402
+from protocols.runtime.flower.transport import (  # noqa: E402
     dump_state,
     load_state,
     new_provisioning_key,
@@ -70,7 +70,7 @@ def flower_run() -> FlowerRun:
 
 
 def test_import_needs_no_flwr() -> None:
-    code = "import sys, protocols.flower; assert 'flwr' not in sys.modules"
+    code = "import sys, protocols.runtime.flower; assert 'flwr' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -1,6 +1,6 @@
 """Rényi-DP accounting for the (Poisson-subsampled) Gaussian mechanism.
 
-What it is: the privacy accountant behind :class:`secagg.transforms.DPGaussian`. It
+What it is: the privacy accountant behind :class:`secagg.defences.transforms.DPGaussian`. It
 computes the Rényi differential privacy (RDP) of ``steps`` compositions of the sampled
 Gaussian mechanism (SGM) and converts it to an (epsilon, delta) guarantee.
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from secagg import transforms as T
+from secagg.defences import transforms as T
 from secagg.errors import ConfigError, EncodingOverflowError
 
 finite_vectors = hnp.arrays(
@@ -131,7 +131,7 @@ def test_dp_clips_then_adds_calibrated_noise() -> None:
 
 
 def test_dp_reports_accountant_epsilon() -> None:
-    from secagg import dp
+    from secagg.defences import dp
 
     transform = T.parse_transform("dp:clip=1.0,noise_multiplier=1.1,sample_rate=0.01,"
                                   "steps=100,delta=1e-5")

@@ -18,7 +18,7 @@ and its config come with every message, so one ClientApp serves any registered p
   protocols whose parties share no keys); ``deal`` (the key holder's node, partition 0,
   runs ``make_parties`` once with a stand-in array for each client's update, keeps
   ``KEY_HOLDER``, returns the server-side parties and seals each client its party to
-  that client's provisioning key, :func:`protocols.flower.transport.seal`, which the
+  that client's provisioning key, :func:`protocols.runtime.flower.transport.seal`, which the
   server relays unread); ``provision`` (a node opens its sealed party, from the dealer
   node or from ``SERVER_B``, and swaps its real update in for the stand-in).
 - ``stage``: deliver the wire bytes the server relays (the router's checks), step each
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import protocols
-from protocols.flower.transport import (
+from protocols.runtime.flower.transport import (
     InboundChecker,
     Refused,
     dump_parties,
