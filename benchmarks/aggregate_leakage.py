@@ -89,10 +89,11 @@ def sweep(
             result = run_round(protocols.create("plaintext-fedsgd", dtype="float64"), sim.gradients)
             began = time.perf_counter()
             assessment = assess(
-                result,
+                result.observations(),
                 sim.model,
                 sim.truth,
-                budget=budget,
+                budget,
+                label="plaintext-fedsgd",
                 attack_clients=(),
                 progress=(lambda m: print(m, flush=True)) if progress else None,
             )

@@ -1,29 +1,25 @@
-"""What each server learns: gradient-inversion attacks pointed at a round's server views.
+"""What each server learns: gradient-inversion attacks pointed at observations.
 
-The assessment joins the protocols and the leakage lab (issue 6). For one
-:class:`secagg.round.RoundResult` it walks every server's view (and, for protocols with
-two servers, the colluding pair's joint view), forms for every *observable* — each
-message a client sent, and the revealed aggregate — the attacker's best candidate for
-the update, and runs the attacks of :mod:`leakage.attacks` on it:
+The attack end of the seam round -> :meth:`Protocol.observe <secagg.protocol.Protocol.observe>`
+-> observations -> attacks. :func:`assess` receives :class:`secagg.observe.Observation`
+records (a round's come from :meth:`secagg.round.RoundResult.observations`: every
+server's, and the colluding servers' pooled view where the protocol knows how to pool
+them), each with the attacker's best candidate for the update already formed by the
+protocol that ran the round, and runs the attacks of :mod:`leakage.attacks` on every
+candidate. It never sees a protocol, a configuration or a view: this module imports
+neither ``secagg`` nor ``protocols``.
 
-- plaintext floats are taken as they are;
-- FedAvg weights become a gradient ``(w_before - w_after) / lr`` (Geiping et al. 2020:
-  one local step makes the weight update a scaled gradient; the server sent
-  ``w_before`` and chose ``lr``, so it knows both);
-- ring elements of Z_2^k go through the public fixed-point decoding (``frac_bits``,
-  ``ring_bits`` are configuration, never secret);
-- ciphertexts go through the protocol's ``observable_vector(payload, n_params)`` when
-  its module provides one (how an attacker without the key reads the ciphertext in the
-  update's shape), otherwise the payload bytes are read as integers scaled into
-  [-clip, clip) and laid out in the update's shape;
-- under collusion of two servers, the protocol-specific recombination (two-server: B's
-  key opens the sealed seed, the PRF stream unmasks A's share).
+What clients sent decides how a candidate becomes a gradient (:class:`UpdateKind`):
+gradients are taken as they are; FedAvg weights become a gradient
+``(w_before - w_after) / lr`` (Geiping et al. 2020: one local step makes the weight
+update a scaled gradient; the server sent ``w_before`` and chose ``lr``, so it knows
+both).
 
 The threat model is the call chain, as in breaching: the attacks receive the model and
 the candidate only; the clients' true images (:class:`ClientData`) are used afterwards,
 to score the reconstruction.
 
-Verdict per observable (:func:`decide`):
+Verdict per observation (:func:`decide`):
 
 - ``exposed``: the best-matched reconstructed image reaches ``threshold_db`` PSNR
   (20 dB by default), or every label was found (multiset accuracy 1) on a candidate
@@ -50,7 +46,6 @@ modulus) can fail without anything leaking — the rows say which.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -64,10 +59,8 @@ from leakage.attacks.common import last_linear_gradients
 from leakage.errors import AttackConfigError, LeakageError, ShapeMismatchError
 from leakage.metrics import RECOVERED_PSNR_DB, match, mse, psnr_from_mse, ssim
 
-if TYPE_CHECKING:  # the protocol side is imported lazily: leakage runs with torch + numpy only
-    from secagg.party import View
-    from secagg.protocol import Protocol
-    from secagg.round import RoundResult
+if TYPE_CHECKING:  # never at run time: leakage runs with torch + numpy only
+    from secagg.observe import Observation
 
 # JSON has no infinity: identical images (PSNR = inf) are reported at this cap.
 PSNR_CAP_DB = 200.0
@@ -75,6 +68,7 @@ STRUCTURED = 0.9  # structure score above which a candidate "looks like a gradie
 BEATS_RANDOM_MARGIN_DB = 1.0
 UNIFORM_P_MIN = 1e-3
 MIN_UNIFORMITY_BYTES = 1280  # five expected counts per byte value, chi-square's usual rule
+# The kinds of secagg.observe that the assessment treats apart (equal strings, checked by a test).
 COLLUDING = "colluding"
 AGGREGATE = "aggregate"
 
@@ -153,19 +147,6 @@ class UpdateKind:
             raise AttackConfigError(f"update kind must be 'gradient' or 'weights', got {self.kind!r}")
         if self.kind == "weights" and self.fedavg is None:
             raise AttackConfigError("weights need the client's local training (fedavg=FedAvgSpec(lr, steps))")
-
-
-@dataclass
-class Observable:
-    """One thing an observer saw, and the attacker's candidate update made from it."""
-
-    observer: str
-    name: str
-    clients: tuple[int, ...]  # whose data it depends on (one client, or the aggregate's)
-    kind: str  # plaintext | weights | ring | ciphertext | bytes | aggregate | colluding | too-small
-    candidate: np.ndarray | None  # flat gradient-space vector the attacks receive
-    payload: bytes = b""
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,93 +295,7 @@ def label_multiset_accuracy(recovered: torch.Tensor, true: torch.Tensor) -> floa
     return float(torch.minimum(found, wanted).sum()) / float(true.numel())
 
 
-# --- forming candidates -----------------------------------------------------------------
-
-
-def _observable_vector_fn(protocol: Protocol | None) -> Callable[[Any, int], np.ndarray] | None:
-    if protocol is None:
-        return None
-    method = getattr(protocol, "observable_vector", None)
-    if callable(method):
-        return method  # type: ignore[no-any-return]
-    module = sys.modules.get(type(protocol).__module__)
-    function = getattr(module, "observable_vector", None) if module is not None else None
-    return function if callable(function) else None
-
-
-def _config_value(protocol: Protocol | None, name: str, default: Any) -> Any:
-    config = getattr(protocol, "config", None)
-    return getattr(config, name, default) if config is not None else default
-
-
-def decode_ring(values: np.ndarray, frac_bits: int) -> np.ndarray:
-    """Public fixed-point decoding: two's complement of Z_2^k, divided by 2^frac_bits."""
-    itemsize = values.dtype.itemsize
-    signed = np.ascontiguousarray(values).view(
-        f"<i{itemsize}" if values.dtype.byteorder != ">" else f">i{itemsize}"
-    )
-    return signed.astype(np.float64) / float(2**frac_bits)
-
-
-def bytes_as_update(data: bytes, n_params: int, scale: float) -> np.ndarray:
-    """Payload bytes read as little-endian unsigned integers (up to 4 bytes each) and
-    scaled into [-scale, scale), laid out in the update's shape (repeated if short)."""
-    raw = np.frombuffer(data, dtype=np.uint8)
-    width = int(min(4, max(1, raw.size // max(1, n_params))))
-    usable = raw[: raw.size // width * width].reshape(-1, width).astype(np.float64)
-    words = (usable * (256.0 ** np.arange(width))).sum(axis=1)
-    if words.size == 0:
-        return np.zeros(n_params)
-    if words.size < n_params:
-        words = np.resize(words, n_params)
-    return (words[:n_params] / 256.0**width * 2.0 - 1.0) * scale
-
-
-def public_frac_bits(protocol: Protocol | None, n_clients: int) -> int:
-    """The fixed-point fractional bits the round used, from the public configuration:
-    ``config.codec()`` or ``config.codec(n_clients)`` (planned per round), else
-    ``config.frac_bits``, else 16."""
-    config = getattr(protocol, "config", None)
-    codec = getattr(config, "codec", None)
-    if callable(codec):
-        for args in ((), (n_clients,)):
-            try:
-                return int(codec(*args).frac_bits)
-            except TypeError:
-                continue
-    value = getattr(config, "frac_bits", None)
-    return int(value) if isinstance(value, int) else 16
-
-
-def candidate_from_payload(
-    payload: Any, n_params: int, protocol: Protocol | None, n_clients: int = 1
-) -> tuple[str, np.ndarray | None, str]:
-    """(kind, candidate in update space or None, note) for one decoded payload."""
-    arrays = payload.arrays() if hasattr(payload, "arrays") else {}
-    for name, values in arrays.items():
-        if values.size == n_params and values.dtype.kind == "f":
-            return "plaintext", np.asarray(values, dtype=np.float64), f"float field {name}"
-    for name, values in arrays.items():
-        if values.size == n_params and values.dtype.kind == "u" and values.dtype.itemsize in (4, 8):
-            frac_bits = public_frac_bits(protocol, n_clients)
-            return "ring", decode_ring(values, frac_bits), f"{name} decoded with frac_bits={frac_bits}"
-    reader = _observable_vector_fn(protocol)
-    if reader is not None:
-        try:
-            read = np.asarray(reader(payload, n_params), dtype=np.float64)
-        except Exception as exc:  # noqa: BLE001 - a payload it does not read is a small message
-            note = f"observable_vector declined: {type(exc).__name__}"
-        else:
-            if read.size == n_params:
-                return "ciphertext", read, "the protocol's observable_vector"
-            note = f"observable_vector gave {read.size} values"
-    else:
-        note = ""
-    data = payload.to_bytes()
-    if len(data) * 8 < n_params:  # fewer than one bit per parameter: a key, a seed, a list
-        return "too-small", None, f"{len(data)} bytes < one bit per parameter {note}".strip()
-    scale = float(_config_value(protocol, "clip", 1.0))
-    return "bytes", bytes_as_update(data, n_params, scale), f"payload bytes scaled to +-{scale:g}"
+# --- candidates as gradients -----------------------------------------------------------
 
 
 def _to_gradient(vector: np.ndarray, update: UpdateKind, w_before: np.ndarray) -> np.ndarray:
@@ -409,127 +304,6 @@ def _to_gradient(vector: np.ndarray, update: UpdateKind, w_before: np.ndarray) -
     if update.fedavg is None:  # UpdateKind validates this; kept explicit for -O
         raise AttackConfigError("weights need the client's local training (fedavg=FedAvgSpec)")
     return (w_before - vector) / update.fedavg.lr
-
-
-def collusion_candidates(result: RoundResult, protocol: Protocol | None) -> dict[int, np.ndarray] | None:
-    """Per-client updates the colluding servers recover from their joint view, or None
-    when no recombination is known for this protocol.
-
-    A protocol may provide ``collude(views, protocol, round_id, n_params)`` in its module;
-    two-server is handled here: B's private key (its holdings) opens each sealed seed,
-    the PRF stream of that seed unmasks A's share, and the public codec decodes it.
-    """
-    module = sys.modules.get(type(protocol).__module__) if protocol is not None else None
-    hook = getattr(module, "collude", None) if module is not None else None
-    if callable(hook):
-        return hook(result.server_views(), protocol, result.round_id, result.n_params)  # type: ignore[no-any-return]
-    if result.protocol != "two-server" or protocol is None:
-        return None
-    from protocols import two_server as ts
-    from secagg.party import SERVER, SERVER_B
-    from secagg.prf import expand
-    from secagg.sealing import open_sealed
-
-    views = result.server_views()
-    key = views[SERVER_B].holdings.get("x25519_private_key")
-    if not isinstance(key, bytes):
-        return None
-    codec = protocol.config.codec()
-    recovered: dict[int, np.ndarray] = {}
-    seeds = {
-        r.header.sender: r.payload for r in views[SERVER_B].received if isinstance(r.payload, ts.SealedSeed)
-    }
-    for received in views[SERVER].received:
-        client = received.header.sender
-        if not isinstance(received.payload, ts.MaskedShare) or client not in seeds:
-            continue
-        seed = open_sealed(key, seeds[client].sealed, ts.seed_associated_data(result.round_id, client))
-        mask = expand(
-            seed, ts.mask_label(result.round_id, client), result.n_params, ring_bits=codec.ring_bits
-        )
-        recovered[client] = codec.decode(received.payload.values + mask)
-    return recovered
-
-
-def observables(
-    result: RoundResult,
-    *,
-    protocol: Protocol | None = None,
-    update: UpdateKind | None = None,
-    w_before: np.ndarray | None = None,
-) -> list[Observable]:
-    """Every observable of every server view (and the colluding pair's), with candidates."""
-    from secagg.party import is_client, party_name
-
-    update = update or UpdateKind()
-    if update.kind == "weights" and w_before is None:
-        raise AttackConfigError("weights need w_before, the global model the server sent")
-    before = w_before if w_before is not None else np.zeros(result.n_params)
-    found: list[Observable] = []
-    views: dict[int, View] = result.server_views()
-    for server_id, view in views.items():
-        observer = party_name(server_id)
-        for received in view.received:
-            sender = received.header.sender
-            if not is_client(sender):
-                continue
-            payload_name = type(received.payload).__name__
-            kind, vector, note = candidate_from_payload(
-                received.payload, result.n_params, protocol, result.n_clients
-            )
-            if vector is not None:
-                vector = _to_gradient(np.nan_to_num(vector, posinf=0.0, neginf=0.0), update, before)
-                if update.kind == "weights" and kind == "plaintext":
-                    kind = "weights"
-            found.append(
-                Observable(
-                    observer,
-                    f"{party_name(sender)} {payload_name}",
-                    (sender,),
-                    kind,
-                    vector,
-                    received.payload.to_bytes(),
-                    note,
-                )
-            )
-        if view.revealed is not None:
-            included = tuple(view.revealed.included)
-            aggregate = np.asarray(view.revealed.aggregate, dtype=np.float64)
-            # A sum of n per-client mean gradients is n times the gradient of all n*B images.
-            mean = aggregate / len(included) if _aggregate_kind(result, protocol) == "sum" else aggregate
-            found.append(
-                Observable(
-                    observer,
-                    AGGREGATE,
-                    included,
-                    AGGREGATE,
-                    _to_gradient(mean, update, before),
-                    note=f"revealed {_aggregate_kind(result, protocol)} of {len(included)} clients",
-                )
-            )
-    if len(views) >= 2:
-        recovered = collusion_candidates(result, protocol)
-        if recovered is not None:
-            for client, vector in sorted(recovered.items()):
-                found.append(
-                    Observable(
-                        COLLUDING,
-                        f"{party_name(client)} (joint view)",
-                        (client,),
-                        COLLUDING,
-                        _to_gradient(vector, update, before),
-                        note="servers pool their views",
-                    )
-                )
-    return found
-
-
-def _aggregate_kind(result: RoundResult, protocol: Protocol | None) -> str:
-    if protocol is not None:
-        return str(protocol.aggregate_kind)
-    import protocols as registry
-
-    return str(registry.get(result.protocol).aggregate_kind)
 
 
 # --- attacking --------------------------------------------------------------------------
@@ -690,15 +464,43 @@ class _Attacker:
         return self._baselines[key]
 
 
+@dataclass(frozen=True, eq=False)
+class _Target:
+    """One observation ready to attack: its candidate as a gradient-space vector."""
+
+    observation: Observation
+    kind: str
+    candidate: np.ndarray | None
+
+
+def _targets(
+    observations: Sequence[Observation], update: UpdateKind, w_before: np.ndarray | None
+) -> list[_Target]:
+    if update.kind == "weights" and w_before is None:
+        raise AttackConfigError("weights need w_before, the global model the server sent")
+    targets = []
+    for observation in observations:
+        kind: str = observation.kind
+        candidate = None
+        if observation.vector is not None:
+            vector = np.nan_to_num(np.asarray(observation.vector, dtype=np.float64), posinf=0.0, neginf=0.0)
+            before = w_before if w_before is not None else np.zeros(vector.size)
+            candidate = _to_gradient(vector, update, before)
+            if update.kind == "weights" and kind == "plaintext":
+                kind = "weights"
+        targets.append(_Target(observation, kind, candidate))
+    return targets
+
+
 def assess(
-    round_result: RoundResult,
+    observations: Sequence[Observation],
     model: nn.Module,
     truth: ClientData,
+    budget: Budget | None = None,
     *,
-    protocol: Protocol | None = None,
+    label: str = "",
     update: UpdateKind | None = None,
     w_before: np.ndarray | None = None,
-    budget: Budget | None = None,
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
     progress: ProgressFn | None = None,
@@ -707,25 +509,20 @@ def assess(
     baseline_cache: dict[tuple[Any, ...], list[float]] | None = None,
     steps: Callable[[int, int], None] | None = None,
 ) -> Assessment:
-    """Attack every observable of every server view of ``round_result``.
+    """Attack every observation's candidate; test every payload's byte uniformity.
 
     ``model`` holds the global weights the round started from (``w_before``; taken
     from the model when not given). ``truth`` scores the reconstructions and is never
-    shown to an attack. ``protocol`` (the instance that ran the round) supplies the
-    public codec parameters and ``observable_vector``; without it the registered class
-    with its default config is used. ``attack_clients``: attack only these clients'
-    own messages; None: every client's. ``include_aggregate``: attack the revealed
-    aggregate. ``baseline_cache``: a dict to share random-vector baselines between
-    assessments of the same model and truth. ``steps``: a
-    per-step progress callback handed to every attack (e.g. a
+    shown to an attack. ``label`` names the run in the rows (the protocol, or the
+    protocol and a defense). ``update`` says what clients sent (gradients by default).
+    ``attack_clients``: attack only these clients' own messages; None: every client's.
+    ``include_aggregate``: attack the revealed aggregate. ``baseline_cache``: a dict to
+    share random-vector baselines between assessments of the same model and truth.
+    ``steps``: a per-step progress callback handed to every attack (e.g. a
     :class:`leakage.progress.ProgressBar`; its ``restart(label)`` is called per attack).
     """
     budget = budget or Budget()
     update = update or UpdateKind()
-    if protocol is None:
-        import protocols as registry
-
-        protocol = registry.get(round_result.protocol)()
     if w_before is None:
         w_before = torch.cat([p.detach().flatten().double() for p in model.parameters()]).numpy()
     any_images = next(iter(truth.images.values()))
@@ -741,38 +538,35 @@ def assess(
         baseline_cache,
         steps,  # type: ignore[arg-type]
     )
-    out = Assessment(round_result.protocol)
-    if round_result.error is not None:
-        out.notes.append(
-            f"the round revealed no aggregate: {type(round_result.error).__name__}: {round_result.error}"
-        )
-    for observable in observables(round_result, protocol=protocol, update=update, w_before=w_before):
-        if observable.payload:
-            chi2, p_value = byte_uniformity(observable.payload)
+    out = Assessment(label)
+    for target in _targets(observations, update, w_before):
+        observation = target.observation
+        if observation.payload:
+            chi2, p_value = byte_uniformity(observation.payload)
             out.uniformity.append(
                 UniformityRow(
-                    round_result.protocol,
-                    observable.observer,
-                    observable.name,
-                    observable.kind,
-                    len(observable.payload),
+                    label,
+                    observation.observer,
+                    observation.name,
+                    target.kind,
+                    len(observation.payload),
                     chi2,
                     p_value,
-                    p_value >= UNIFORM_P_MIN if len(observable.payload) >= MIN_UNIFORMITY_BYTES else None,
+                    p_value >= UNIFORM_P_MIN if len(observation.payload) >= MIN_UNIFORMITY_BYTES else None,
                 )
             )
-        if observable.kind == AGGREGATE and not include_aggregate:
+        if observation.kind == AGGREGATE and not include_aggregate:
             continue
         if (
             attack_clients is not None
-            and observable.kind != AGGREGATE
-            and not set(observable.clients) <= set(attack_clients)
+            and observation.kind != AGGREGATE
+            and not set(observation.clients) <= set(attack_clients)
         ):
             continue
-        if observable.candidate is None:
-            out.notes.append(f"{observable.observer}: {observable.name} not attacked ({observable.note})")
+        if target.candidate is None:
+            out.notes.append(f"{observation.observer}: {observation.name} not attacked ({observation.note})")
             continue
-        _attack_observable(out, attacker, observable, truth, budget, update)
+        _attack_observable(out, attacker, target, truth, budget, update)
     return out
 
 
@@ -789,16 +583,17 @@ def _infer_classes(model: nn.Module) -> int:
 def _attack_observable(
     out: Assessment,
     attacker: _Attacker,
-    observable: Observable,
+    target: _Target,
     truth: ClientData,
     budget: Budget,
     update: UpdateKind,
 ) -> None:
-    if observable.candidate is None:  # the caller checked; kept explicit for -O
-        raise AttackConfigError(f"observable {observable.name!r} has no candidate update to attack")
+    observable = target.observation
+    if target.candidate is None:  # the caller checked; kept explicit for -O
+        raise AttackConfigError(f"observation {observable.name!r} has no candidate update to attack")
     originals, labels = truth.of(observable.clients)
     batch = int(originals.shape[0])
-    gradient = gradient_from_vector(attacker.model, observable.candidate)
+    gradient = gradient_from_vector(attacker.model, target.candidate)
     structure = gradient_structure(attacker.model, gradient)
     full = structure >= STRUCTURED
     names = [a for a in budget.attacks if _applicable(a, attacker.model, batch, update)]
@@ -836,7 +631,7 @@ def _attack_observable(
             protocol=out.protocol,
             observer=observable.observer,
             observable=observable.name,
-            kind=observable.kind,
+            kind=target.kind,
             attack=name,
             psnr=scored.psnr_best,
             psnr_mean=scored.psnr_mean,

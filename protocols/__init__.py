@@ -1,5 +1,9 @@
 """Protocols: one module per protocol, each a set of parties plus a config dataclass.
 
+The registry below is the one place a protocol is named: a new protocol is its own
+module plus one entry in :data:`BUILTIN` (or a :func:`register` call for one that lives
+elsewhere, a test's for instance). Protocol modules do not register themselves.
+
 >>> import protocols
 >>> "plaintext-fedavg" in protocols.available()
 True
@@ -7,28 +11,46 @@ True
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
+from protocols.ckks import CKKS
+from protocols.paillier import PaillierNaive, PaillierPacked
+from protocols.pairwise import PairwiseMasking
+from protocols.plaintext import PlaintextFedAvg, PlaintextFedSGD
+from protocols.two_server import TwoServer
 from secagg.protocol import Protocol, Registry
 
+# The built-in protocols, in the order `secagg protocols` lists them.
+BUILTIN: tuple[type[Protocol[Any]], ...] = (
+    PlaintextFedSGD,
+    PlaintextFedAvg,
+    PaillierPacked,
+    PaillierNaive,
+    CKKS,
+    TwoServer,
+    PairwiseMasking,
+)
+
 _REGISTRY = Registry()
-
-# Built-in protocol modules, imported in this order; each registers its names.
-_BUILTIN = ("plaintext", "paillier", "ckks", "two_server", "pairwise")
-
-
-def register(name: str, cls: type[Protocol]) -> None:
-    """Register ``cls`` under ``name``; a name can be registered once."""
-    _REGISTRY.register(name, cls)
+for _cls in BUILTIN:
+    _REGISTRY.register(_cls)
 
 
-def get(name: str) -> type[Protocol]:
+def register(cls: type[Protocol[Any]]) -> None:
+    """Register ``cls`` under ``cls.name``; a name, and a wire id, can be registered once."""
+    _REGISTRY.register(cls)
+
+
+def unregister(name: str) -> None:
+    """Remove a protocol registered with :func:`register` (a test's, for instance)."""
+    _REGISTRY.unregister(name)
+
+
+def get(name: str) -> type[Protocol[Any]]:
     return _REGISTRY.get(name)
 
 
-def create(name: str, **config: Any) -> Protocol:
+def create(name: str, **config: Any) -> Protocol[Any]:
     """An instance of the protocol ``name`` with ``config`` overriding its defaults."""
     return _REGISTRY.create(name, **config)
 
@@ -36,13 +58,3 @@ def create(name: str, **config: Any) -> Protocol:
 def available() -> list[str]:
     """Registered protocol names, in registration order."""
     return _REGISTRY.available()
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN:
-        # A module not written yet is skipped; one that exists but fails to import is a bug.
-        if importlib.util.find_spec(f"protocols.{module}") is not None:
-            importlib.import_module(f"protocols.{module}")
-
-
-_load_builtins()

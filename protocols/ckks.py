@@ -62,7 +62,6 @@ from typing import Any, ClassVar
 import numpy as np
 import tenseal as ts
 
-from protocols import register
 from protocols.ckks_params import CkksParameters, nvflare_parameters, plan_parameters
 from secagg.errors import (
     ConfigError,
@@ -71,7 +70,8 @@ from secagg.errors import (
     ProtocolStateError,
     WireFormatError,
 )
-from secagg.party import KEY_HOLDER, SERVER, Envelope, Inbound, Party, Revealed
+from secagg.observe import Reading
+from secagg.party import KEY_HOLDER, SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.wire import Payload, Reader, Writer
 
@@ -509,8 +509,8 @@ class CkksClient(Party):
             )
         return [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
 
-    def holdings(self) -> dict[str, object]:
-        return {"context": self._context, "secret_key": True}
+    def holdings(self) -> list[Holding]:
+        return [Holding("context", self._context, secret=True)]
 
 
 class CkksServer(Party):
@@ -554,13 +554,13 @@ class CkksServer(Party):
         summed = serialise_vectors(total, self._params, self._spec.n_params)
         return [Envelope(KEY_HOLDER, EncryptedSum(tuple(sorted(included)), summed))]
 
-    def holdings(self) -> dict[str, object]:
-        return {
-            "context": self._context,
-            "context_bytes": len(self._context_bytes),
-            "secret_key": self._context.has_secret_key(),
-            "left_out": dict(self.left_out),
-        }
+    def holdings(self) -> list[Holding]:
+        # The context says itself whether it holds a key: the server's must not.
+        return [
+            Holding("context", self._context, secret=bool(self._context.is_private())),
+            Holding("context_bytes", len(self._context_bytes), secret=False),
+            Holding("left_out", dict(self.left_out), secret=False),
+        ]
 
 
 class CkksKeyHolder(Party):
@@ -606,11 +606,11 @@ class CkksKeyHolder(Party):
     def output(self) -> Revealed | None:
         return self._revealed
 
-    def holdings(self) -> dict[str, object]:
-        return {"context": self._context, "secret_key": True}
+    def holdings(self) -> list[Holding]:
+        return [Holding("context", self._context, secret=True)]
 
 
-class CKKS(Protocol):
+class CKKS(Protocol[CKKSConfig]):
     """Clients encrypt with a shared CKKS key; the server adds; a key holder decrypts."""
 
     name = "ckks"
@@ -625,6 +625,9 @@ class CKKS(Protocol):
     summary = "CKKS (TenSEAL) ciphertexts under a shared key, summed by the server, decrypted by a key holder"
     fast_config: ClassVar[dict[str, Any]] = {"max_clients": 16, "clip": 1.0}
     Config = CKKSConfig
+    input_bound_field = "clip"
+    # Every client shares one secret context, made once by the key holder's node.
+    provisioning = "dealer"
     threat_model = ThreatModel(
         keys="one CKKS secret key shared by all clients and the key holder (provisioned out of band); "
         "the server holds only the parameters",
@@ -637,7 +640,7 @@ class CKKS(Protocol):
         "clients are trusted to clip (a malicious one can poison or wrap the sum)",
     )
 
-    def __init__(self, config: Any = None, **overrides: Any) -> None:
+    def __init__(self, config: CKKSConfig | None = None, /, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.params = self.config.parameters()
 
@@ -669,5 +672,9 @@ class CKKS(Protocol):
             return math.inf
         return self.params.noise_bound(n_clients) + 1e-12 * n_clients * value_range
 
-
-register("ckks", CKKS)
+    def read_payload(self, payload: Payload, spec: RoundSpec) -> Reading:
+        if isinstance(payload, (EncryptedUpdate, EncryptedSum)):
+            return Reading(
+                "ciphertext", observable_vector(payload, spec.n_params), "SEAL ciphertext words scaled"
+            )
+        return super().read_payload(payload, spec)

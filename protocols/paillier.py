@@ -91,7 +91,6 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
-from protocols import register
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -102,7 +101,8 @@ from secagg.errors import (
     ProtocolStateError,
     WireFormatError,
 )
-from secagg.party import KEY_HOLDER, SERVER, Envelope, Inbound, Party, Revealed
+from secagg.observe import Reading
+from secagg.party import KEY_HOLDER, SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.wire import Payload, Reader, Writer
 
@@ -829,8 +829,11 @@ class PaillierKeyHolder(Party):
     def output(self) -> Revealed | None:
         return self._revealed
 
-    def holdings(self) -> dict[str, object]:
-        return {"public_key": self._public_key, "private_key": self._private_key}
+    def holdings(self) -> list[Holding]:
+        return [
+            Holding("public_key", self._public_key, secret=False),
+            Holding("private_key", self._private_key, secret=True),
+        ]
 
 
 class PaillierServer(Party):
@@ -901,10 +904,10 @@ class PaillierServer(Party):
         )
         return [Envelope(KEY_HOLDER, summed)]
 
-    def holdings(self) -> dict[str, object]:
+    def holdings(self) -> list[Holding]:
         if self._key is None:
-            return {}
-        return {"public_key": paillier.PaillierPublicKey(self._key.n)}
+            return []
+        return [Holding("public_key", paillier.PaillierPublicKey(self._key.n), secret=False)]
 
 
 def _receive_key(inbox: Sequence[Inbound], who: str) -> PublicKeyMessage:
@@ -987,10 +990,10 @@ class PaillierClient(Party):
         parts.append(public_key.encrypt(weight_units).ciphertext(be_secure=True))
         return ciphertexts_to_bytes(parts, layout.width)
 
-    def holdings(self) -> dict[str, object]:
+    def holdings(self) -> list[Holding]:
         if self._key is None:
-            return {}
-        return {"public_key": paillier.PaillierPublicKey(self._key.n)}
+            return []
+        return [Holding("public_key", paillier.PaillierPublicKey(self._key.n), secret=False)]
 
 
 # ---------------------------------------------------------------------------------
@@ -1016,7 +1019,7 @@ _THREAT_MODEL = ThreatModel(
 )
 
 
-class _PaillierBase(Protocol):
+class _PaillierBase(Protocol[PaillierConfig]):
     stages = ("keys", "precompute", "upload", "aggregate", "decrypt")
     offline_stages = frozenset({"precompute"})
     finalize_stages = frozenset({"decrypt"})
@@ -1030,8 +1033,10 @@ class _PaillierBase(Protocol):
     fast_config: ClassVar[dict[str, Any]] = {"key_bits": 512, "insecure_allow_small_keys": True, "workers": 1}
     Config = PaillierConfig
     naive: ClassVar[bool] = False
-
-    config: PaillierConfig
+    input_bound_field = "clip"
+    # The key holder's node deals: it holds the secret key anyway, and the client
+    # parties it deals carry only the public key.
+    provisioning = "dealer"
 
     def make_parties(
         self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec
@@ -1063,6 +1068,15 @@ class _PaillierBase(Protocol):
     def quantum(self) -> float:
         raise NotImplementedError
 
+    def codec_for(self, n_clients: int) -> FixedPoint:
+        return self.config.codec
+
+    def read_payload(self, payload: Payload, spec: RoundSpec) -> Reading:
+        if isinstance(payload, (EncryptedUpdate, EncryptedSum)):
+            note = "ciphertext integers scaled" if self.naive else "ciphertext integers read as packed slots"
+            return Reading("ciphertext", observable_vector(payload, spec.n_params), note)
+        return super().read_payload(payload, spec)
+
 
 class PaillierPacked(_PaillierBase):
     """Packed Paillier FedAvg: many fixed-point slots per ciphertext, offline obfuscators."""
@@ -1085,7 +1099,3 @@ class PaillierNaive(_PaillierBase):
 
     def quantum(self) -> float:
         return float(PHE_BASE) ** self.config.naive_exponent
-
-
-register("paillier", PaillierPacked)
-register("paillier-naive", PaillierNaive)

@@ -77,7 +77,6 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocols import register
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -87,7 +86,7 @@ from secagg.errors import (
     ProtocolStateError,
     WireFormatError,
 )
-from secagg.party import SERVER, Envelope, Inbound, Party, Revealed, party_name
+from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed, party_name
 from secagg.prf import domain, expand, random_seed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import generate_keypair, public_key, shared_key
@@ -692,15 +691,15 @@ class PairwiseClient(Party):
         )
         return [Envelope(SERVER, reply)]
 
-    def holdings(self) -> dict[str, object]:
-        return {
-            "c_public": self._c_public,
-            "s_public": self._s_public,
-            "c_private": self._c_private,
-            "s_private": self._s_private,
-            "self_mask_seed": self._self_mask_seed,
-            "shares_held_of": tuple(sorted(self._held)),
-        }
+    def holdings(self) -> list[Holding]:
+        return [
+            Holding("c_public", self._c_public, secret=False),
+            Holding("s_public", self._s_public, secret=False),
+            Holding("c_private", self._c_private, secret=True),
+            Holding("s_private", self._s_private, secret=True),
+            Holding("self_mask_seed", self._self_mask_seed, secret=True),
+            Holding("shares_held_of", tuple(sorted(self._held)), secret=False),
+        ]
 
 
 class PairwiseServer(Party):
@@ -908,19 +907,21 @@ class PairwiseServer(Party):
     def output(self) -> Revealed | None:
         return self._revealed
 
-    def holdings(self) -> dict[str, object]:
-        return {
-            "public_keys": dict(self._keys),
-            "graph_seed": self._graph_seed,
-            "self_mask_seeds": dict(self._self_mask_seeds),
-            "key_agreement_secrets": dict(self._key_secrets),
-        }
+    def holdings(self) -> list[Holding]:
+        # The rebuilt seeds and secrets are the clients' secrets, revealed to the server by
+        # design at unmasking: never both of one client.
+        return [
+            Holding("public_keys", dict(self._keys), secret=False),
+            Holding("graph_seed", self._graph_seed, secret=False),
+            Holding("self_mask_seeds", dict(self._self_mask_seeds), secret=True),
+            Holding("key_agreement_secrets", dict(self._key_secrets), secret=True),
+        ]
 
 
 # ---------------------------------------------------------------- protocol
 
 
-class PairwiseMasking(Protocol):
+class PairwiseMasking(Protocol[PairwiseConfig]):
     """Bonawitz et al. 2017 pairwise masking, with the SecAgg+ neighbour option."""
 
     name = "secagg"
@@ -953,6 +954,15 @@ class PairwiseMasking(Protocol):
     summary = "pairwise PRF masks + Shamir dropout recovery (Bonawitz 2017; SecAgg+ neighbours)"
     fast_config: ClassVar[dict[str, Any]] = {}
     Config = PairwiseConfig
+    input_bound_field = "clip"
+    # Each client makes its own key pairs and advertises them in a stage; a dealer
+    # would learn every client's key-agreement secret.
+    provisioning = "local"
+    # At unmasking the server rebuilds survivors' self-mask seeds and dropped clients'
+    # key-agreement secrets (never both for one client).
+    server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {
+        SERVER: frozenset({"self_mask_seeds", "key_agreement_secrets"})
+    }
     threat_model = ThreatModel(
         keys="each client: two X25519 key pairs (share encryption, mask agreement) and a self-mask "
         "seed, fresh per round; the server: public keys only until unmasking",
@@ -967,7 +977,7 @@ class PairwiseMasking(Protocol):
     def make_parties(
         self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec
     ) -> list[Party]:
-        config: PairwiseConfig = self.config
+        config = self.config
         config.codec(spec.n_clients).check_budget(spec.n_clients)
         config.threshold_for(spec.n_clients)
         parties: list[Party] = [PairwiseClient(i, u, spec, config) for i, u in enumerate(updates)]
@@ -982,5 +992,5 @@ class PairwiseMasking(Protocol):
         magnitude = n_clients * max(value_range, codec.clip)
         return n_clients * codec.error_bound + 4 * magnitude * 2.0**-52
 
-
-register("secagg", PairwiseMasking)
+    def codec_for(self, n_clients: int) -> FixedPoint:
+        return self.config.codec(n_clients)

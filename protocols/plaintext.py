@@ -19,7 +19,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from protocols import register
 from secagg.errors import ConfigError, ProtocolStateError, WireFormatError
 from secagg.party import SERVER, Envelope, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
@@ -120,12 +119,15 @@ class PlainServer(Party):
         return self._revealed
 
 
-class _Plaintext(Protocol):
+class _Plaintext(Protocol[PlaintextConfig]):
     wire_id = 1
     stages = ("upload", "aggregate")
     late_dropout_stage = "upload"
     payload_types = (PlainUpdate,)
     Config = PlaintextConfig
+    is_baseline = True
+    # No keys: every node builds its own parties.
+    provisioning = "local"
     threat_model = ThreatModel(
         keys="none",
         server_sees="every client's update in the clear",
@@ -170,7 +172,3 @@ class PlaintextFedAvg(_Plaintext):
     wire_id = 2
     aggregate_kind = "weighted_mean"
     summary = "weights in the clear, sample-weighted mean"
-
-
-register("plaintext-fedsgd", PlaintextFedSGD)
-register("plaintext-fedavg", PlaintextFedAvg)

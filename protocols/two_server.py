@@ -58,18 +58,24 @@ Upload: 4 bytes per parameter for k = 32 (8 for k = 64) + 9 bytes of array heade
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols import register
 from secagg.encoding import FixedPoint, check_range
-from secagg.errors import ConfigError, NotEnoughClientsError, ProtocolStateError, WireFormatError
-from secagg.party import SERVER, SERVER_B, Envelope, Inbound, Party, Revealed, party_name
-from secagg.prf import SEED_BYTES, derive_key, domain, random_seed
+from secagg.errors import (
+    ConfigError,
+    IntegrityError,
+    NotEnoughClientsError,
+    ProtocolStateError,
+    WireFormatError,
+)
+from secagg.observe import COLLUDING, Observation
+from secagg.party import SERVER, SERVER_B, Envelope, Holding, Inbound, Party, Revealed, View, party_name
+from secagg.prf import SEED_BYTES, derive_key, domain, expand, random_seed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import SEAL_OVERHEAD, generate_keypair, open_sealed, seal
 from secagg.wire import Payload, Reader, Writer
@@ -494,14 +500,17 @@ class ServerB(Party):
         self._seeds.clear()  # a seed is useless after the round; do not keep it
         return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total))]
 
-    def holdings(self) -> dict[str, object]:
-        return {"x25519_private_key": self._private_key, "x25519_public_key": self._public_key}
+    def holdings(self) -> list[Holding]:
+        return [
+            Holding("x25519_private_key", self._private_key, secret=True),
+            Holding("x25519_public_key", self._public_key, secret=False),
+        ]
 
 
 # --- the protocol ---------------------------------------------------------------------------
 
 
-class TwoServer(Protocol):
+class TwoServer(Protocol[TwoServerConfig]):
     """Two non-colluding servers; clients send A a PRF-masked update and B the sealed seed."""
 
     name = "two-server"
@@ -516,6 +525,11 @@ class TwoServer(Protocol):
     Config = TwoServerConfig
     summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
     fast_config: ClassVar[dict[str, Any]] = {}
+    input_bound_field = "clip"
+    # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
+    provisioning = "server-b"
+    # B opens the seeds sealed to it: its own private key is the one secret a server holds.
+    server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {SERVER_B: frozenset({"x25519_private_key"})}
     threat_model = ThreatModel(
         keys="server B: an X25519 key pair from setup; clients: B's public key and a fresh seed per round",
         server_sees=(
@@ -528,7 +542,7 @@ class TwoServer(Protocol):
         notes="semi-honest servers: a malicious B can shift the aggregate undetected",
     )
 
-    def __init__(self, config: Any = None, **overrides: Any) -> None:
+    def __init__(self, config: TwoServerConfig | None = None, /, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         # B's long-term key, provisioned once per deployment (here: per protocol instance).
         self._server_b_private, self._server_b_public = generate_keypair()
@@ -557,5 +571,39 @@ class TwoServer(Protocol):
         fixed_point = n_clients * self.config.codec().error_bound
         return fixed_point + 4 * np.finfo(np.float64).eps * n_clients * value_range
 
+    def codec_for(self, n_clients: int) -> FixedPoint:
+        return self.config.codec()
 
-register("two-server", TwoServer)
+    def collude(self, views: Mapping[int, View], spec: RoundSpec) -> list[Observation]:
+        """A and B pooled recover every update: B's private key (its holdings) opens each
+        sealed seed, the PRF stream of that seed unmasks A's share, the public codec decodes."""
+        if SERVER not in views or SERVER_B not in views:
+            return []
+        key = views[SERVER_B].holding("x25519_private_key")
+        if not isinstance(key, bytes):
+            return []
+        codec = self.codec_for(spec.n_clients)
+        seeds = {
+            r.header.sender: r.payload for r in views[SERVER_B].received if isinstance(r.payload, SealedSeed)
+        }
+        shares = {
+            r.header.sender: r.payload for r in views[SERVER].received if isinstance(r.payload, MaskedShare)
+        }
+        found = []
+        for client in sorted(set(seeds) & set(shares)):
+            try:
+                seed = open_sealed(key, seeds[client].sealed, seed_associated_data(spec.round_id, client))
+            except IntegrityError:
+                continue  # a seed B could not open is one the pair cannot use either
+            mask = expand(seed, mask_label(spec.round_id, client), spec.n_params, ring_bits=codec.ring_bits)
+            found.append(
+                Observation(
+                    COLLUDING,
+                    f"{party_name(client)} (joint view)",
+                    (client,),
+                    "colluding",
+                    codec.decode(shares[client].values + mask),
+                    note="servers pool their views",
+                )
+            )
+        return found

@@ -1,4 +1,5 @@
-"""secagg core: encodings, PRF, wire format, the party/router/view seam and the round runner.
+"""secagg core: encodings, PRF, wire format, the party/router/view seam, the round runner
+and observations (what an observer can take from a view).
 
 This package never imports torch, phe or tenseal; protocols live in ``protocols``,
 attacks in ``leakage``.
@@ -17,8 +18,20 @@ from secagg.errors import (
     WireFormatError,
 )
 from secagg.flat import FlatSpec, flatten, unflatten
-from secagg.party import KEY_HOLDER, SERVER, SERVER_B, Envelope, Inbound, Party, Revealed, View
-from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.observe import Observation
+from secagg.party import (
+    KEY_HOLDER,
+    SERVER,
+    SERVER_B,
+    Envelope,
+    Holding,
+    Inbound,
+    Party,
+    Revealed,
+    View,
+    ViewRecorder,
+)
+from secagg.protocol import Protocol, RoundSpec, ThreatModel, observe_round
 from secagg.round import Costs, RoundResult, reference_aggregate, run_round
 from secagg.router import Corrupt, Dropout, Inject, Replay
 
@@ -36,11 +49,13 @@ __all__ = [
     "Envelope",
     "FixedPoint",
     "FlatSpec",
+    "Holding",
     "Inbound",
     "Inject",
     "IntegrityError",
     "KeyMismatchError",
     "NotEnoughClientsError",
+    "Observation",
     "Party",
     "Protocol",
     "ProtocolStateError",
@@ -52,8 +67,10 @@ __all__ = [
     "ThreatModel",
     "UnknownProtocolError",
     "View",
+    "ViewRecorder",
     "WireFormatError",
     "flatten",
+    "observe_round",
     "reference_aggregate",
     "run_round",
     "unflatten",

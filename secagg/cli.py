@@ -165,10 +165,10 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--range: expected a finite R > 0, got {args.value_range}")
     cls = protocols.get(args.protocol)
     config = parse_overrides(args.set, cls.Config)
-    field_names = {f.name for f in dataclasses.fields(cls.Config)}
-    if "clip" in field_names and "clip" not in config:
-        config["clip"] = args.value_range
     protocol = cls(**config)
+    if cls.input_bound_field not in config:
+        # Inputs are uniform in [-R, R]: the protocol's public bound is R unless --set says otherwise.
+        protocol = protocol.with_input_bound(args.value_range)
 
     rng = np.random.default_rng(args.seed)  # simulation data only, never key material
     updates = [rng.uniform(-args.value_range, args.value_range, args.params) for _ in range(args.clients)]

@@ -7,17 +7,21 @@ through the router as bytes.
 
 A :class:`View` is what one party could see: every message it received (bytes and the
 decoded payload), what the router refused to deliver to it, and what it holds at the
-end (the revealed aggregate, public keys). The server's view is the attacker's whole
-input.
+end (the revealed aggregate, and its :class:`Holding` list: keys and contexts, each
+declared secret or not by the party that holds it). The server's view is the attacker's
+whole input. While a round runs, the router (or a transport) fills a
+:class:`ViewRecorder`; when the round ends it is frozen into a :class:`View`, whose
+fields are tuples, so nothing downstream (an observer, an attack) can add to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from secagg.errors import ConfigError
 from secagg.wire import Header, Payload
 
 # Party ids: clients are 0 .. n-1; the fixed roles sit at the top of the u32 space.
@@ -62,6 +66,22 @@ class Inbound:
         return self.header.sender
 
 
+@dataclass(frozen=True, eq=False)
+class Holding:
+    """Something a party holds at the end of a round beyond its messages.
+
+    ``secret`` is the holder's own declaration: true for anything whose disclosure
+    breaks the protocol's guarantee for someone (a private key, a secret context, a
+    seed, reconstructed secrets of other parties), false for public material (public
+    keys, parameters, lists of ids). The holdings contract checks every server's secret
+    holdings against :attr:`secagg.protocol.Protocol.server_secrets`.
+    """
+
+    name: str
+    value: object
+    secret: bool
+
+
 @dataclass(frozen=True)
 class Revealed:
     """What a party learns at the end of a round: the aggregate and whose inputs it holds."""
@@ -86,44 +106,50 @@ class Party:
         """The aggregate this party learned, if it learns one."""
         return None
 
-    def holdings(self) -> dict[str, object]:
-        """What the party holds at the end beyond its messages (public keys, contexts).
+    def holdings(self) -> list[Holding]:
+        """What the party holds at the end beyond its messages (keys, contexts, seeds).
 
-        Tests inspect a server's holdings to prove it never held a secret key, so a
-        party reports every key-like object it has, secret or not.
+        A party reports every key-like object it has, and says of each whether it is
+        secret: the holdings contract proves from these that no server holds a secret
+        its protocol does not declare, and a transport keeps secret holdings off the
+        server side.
         """
-        return {}
+        return []
 
     @property
     def name(self) -> str:
         return party_name(self.party_id)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Received:
+    """A message delivered to a party: the stage it was sent in, its header, raw bytes, payload."""
+
     stage: str
     header: Header
     raw: bytes
     payload: Payload
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rejected:
+    """Bytes the router (or a transport) refused to deliver, and why."""
+
     stage: str
     raw: bytes
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class View:
-    """Everything one party saw in a round."""
+    """Everything one party saw in a round, frozen when the round ended."""
 
     party_id: int
     role: str
-    received: list[Received] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    received: tuple[Received, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
     revealed: Revealed | None = None
-    holdings: dict[str, object] = field(default_factory=dict)
+    holdings: tuple[Holding, ...] = ()
 
     @property
     def name(self) -> str:
@@ -135,3 +161,38 @@ class View:
 
     def from_sender(self, sender: int) -> list[Received]:
         return [r for r in self.received if r.header.sender == sender]
+
+    def holding(self, name: str) -> object:
+        """The value of the holding ``name``; ConfigError naming the holdings there are."""
+        for item in self.holdings:
+            if item.name == name:
+                return item.value
+        raise ConfigError(
+            f"{self.name}: expected a holding named {name!r}, got {[h.name for h in self.holdings]}"
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Names of the holdings this party declared secret."""
+        return tuple(item.name for item in self.holdings if item.secret)
+
+
+@dataclass
+class ViewRecorder:
+    """A view while the round runs: the router (or a transport) appends, :meth:`freeze` ends it."""
+
+    party_id: int
+    role: str
+    received: list[Received] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def freeze(self, *, revealed: Revealed | None = None, holdings: Iterable[Holding] = ()) -> View:
+        """The finished :class:`View`, with what the party revealed and holds at the end."""
+        held = tuple(holdings)
+        for item in held:
+            if not isinstance(item, Holding):
+                raise ConfigError(
+                    f"{party_name(self.party_id)}: expected Holding entries, got {type(item).__name__}"
+                )
+        return View(
+            self.party_id, self.role, tuple(self.received), tuple(self.rejected), revealed, held
+        )

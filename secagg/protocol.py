@@ -3,24 +3,49 @@
 A :class:`Protocol` turns clients' updates into parties (:meth:`Protocol.make_parties`),
 names its stages, declares its precision and its :class:`ThreatModel`, and lists the
 payload types its wire format knows. The round runner (:mod:`secagg.round`) does the
-rest. Protocols register under a name (``register("ckks", CKKS)``); the registry refuses
-duplicates and an unknown name lists the valid ones.
+rest. Everything a consumer of a protocol needs is declared here, with a default, so
+no consumer reaches into a protocol's module or configuration:
+
+- what an observer can take from a view: :meth:`Protocol.observe` (each client message
+  and the revealed aggregate as :class:`secagg.observe.Observation` records) and
+  :meth:`Protocol.collude` (what servers that pool their views recover; none by default);
+- the public fixed-point codec of a round (:meth:`Protocol.codec_for`) and the accepted
+  input range (:attr:`Protocol.input_bound`, :meth:`Protocol.with_input_bound`);
+- whether it is the unprotected baseline (:attr:`Protocol.is_baseline`);
+- how a distributed runtime provisions its parties (:attr:`Protocol.provisioning`) and
+  which secrets each server holds by design (:attr:`Protocol.server_secrets`).
+
+A protocol is generic in its configuration (``Protocol[TwoServerConfig]``) so that
+``self.config`` is typed. Protocols register by class (``registry.register(CKKS)``);
+the registry refuses a name or a wire id already taken, and an unknown name is answered
+with the valid ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
+from secagg.encoding import FixedPoint
 from secagg.errors import ConfigError, UnknownProtocolError
-from secagg.party import SERVER, Party
+from secagg.observe import Observation, Reading, aggregate_observation, message_observation, read_payload
+from secagg.party import SERVER, Party, View, is_client
 from secagg.wire import Payload
 
 AggregateKind = Literal["sum", "weighted_mean"]
+# How a distributed runtime (protocols.runtime.flower) gets a round's parties onto its nodes:
+# "local": every node builds its own parties (no key material is shared between parties
+#   made in make_parties); "dealer": one client-side node builds every party and hands each
+#   client node its own, sealed; "server-b": the second server deals (its key never moves).
+Provisioning = Literal["local", "dealer", "server-b"]
+PROVISIONING_MODES: tuple[Provisioning, ...] = ("local", "dealer", "server-b")
+
+C = TypeVar("C")
+P = TypeVar("P", bound="Protocol[Any]")
 
 
 @dataclass(frozen=True)
@@ -44,8 +69,9 @@ class RoundSpec:
     n_params: int
 
 
-class Protocol:
-    """Base of every protocol. Subclasses set the class attributes and two methods."""
+class Protocol(Generic[C]):
+    """Base of every protocol. Subclasses set the class attributes and two methods
+    (:meth:`make_parties`, :meth:`precision`); the rest have defaults."""
 
     name: ClassVar[str]
     wire_id: ClassVar[int]
@@ -69,12 +95,22 @@ class Protocol:
     # a 512-bit Paillier key. Never the default: defaults are the secure settings.
     fast_config: ClassVar[dict[str, Any]] = {}
     Config: ClassVar[type[Any]]
+    # The unprotected reference every other protocol is measured against.
+    is_baseline: ClassVar[bool] = False
+    # The config field that bounds |x| of every input (None: inputs are unbounded).
+    input_bound_field: ClassVar[str | None] = None
+    provisioning: ClassVar[Provisioning] = "dealer"
+    # Secret holdings each server has by design (by party id): anything else a server
+    # declares secret breaks the holdings contract.
+    server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {}
 
-    def __init__(self, config: Any = None, **overrides: Any) -> None:
+    config: C
+
+    def __init__(self, config: C | None = None, /, **overrides: Any) -> None:
         if config is None:
             config = self.Config(**overrides)
         elif overrides:
-            config = dataclasses.replace(config, **overrides)
+            config = dataclasses.replace(config, **overrides)  # type: ignore[type-var]
         if not isinstance(config, self.Config):
             raise ConfigError(f"{self.name}: expected a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
@@ -92,6 +128,52 @@ class Protocol:
         """Declared max |aggregate - float64 reference| for this many clients and range."""
         raise NotImplementedError
 
+    # -- public parameters ----------------------------------------------------------------
+
+    def codec_for(self, n_clients: int) -> FixedPoint | None:
+        """The public fixed-point codec of a round of ``n_clients`` (None: no ring encoding)."""
+        return None
+
+    @property
+    def input_bound(self) -> float | None:
+        """The largest |x| a client accepts (public configuration); None when unbounded."""
+        if self.input_bound_field is None:
+            return None
+        return float(getattr(self.config, self.input_bound_field))
+
+    def with_input_bound(self: P, bound: float) -> P:
+        """This protocol with its input bound set to ``bound`` (itself when unbounded)."""
+        if self.input_bound_field is None:
+            return self
+        config = dataclasses.replace(self.config, **{self.input_bound_field: float(bound)})  # type: ignore[type-var]
+        return type(self)(config)
+
+    # -- what observers take from views ---------------------------------------------------
+
+    def observe(self, view: View, spec: RoundSpec) -> list[Observation]:
+        """One observation per client message ``view`` received, and one for the revealed
+        aggregate when the viewer holds it. Messages are read by :meth:`read_payload`."""
+        found = [
+            message_observation(view.name, received, self.read_payload(received.payload, spec))
+            for received in view.received
+            if is_client(received.header.sender)
+        ]
+        if view.revealed is not None:
+            found.append(aggregate_observation(view.name, view.revealed, self.aggregate_kind))
+        return found
+
+    def read_payload(self, payload: Payload, spec: RoundSpec) -> Reading:
+        """How an attacker reads one client payload as an update (override for ciphertexts)."""
+        return read_payload(
+            payload, spec.n_params, codec=self.codec_for(spec.n_clients), bound=self.input_bound
+        )
+
+    def collude(self, views: Mapping[int, View], spec: RoundSpec) -> list[Observation]:
+        """What the servers whose ``views`` are given recover by pooling them (none known)."""
+        return []
+
+    # -- wire ----------------------------------------------------------------------------
+
     def payload_table(self) -> dict[int, type[Payload]]:
         table: dict[int, type[Payload]] = {}
         for payload_type in self.payload_types:
@@ -108,18 +190,57 @@ class Protocol:
         return payload_type.__name__ if payload_type else f"type-{msg_type}"
 
 
+def observe_round(protocol: Protocol[Any], views: Mapping[int, View], spec: RoundSpec) -> list[Observation]:
+    """Every server's observations of its own view, then what the servers see pooled.
+
+    ``views`` holds at least the servers' views (other parties' are ignored): the round
+    -> observations step of the seam, for a round run by the router or by a transport.
+    """
+    servers = {sid: views[sid] for sid in protocol.server_ids if sid in views}
+    found: list[Observation] = []
+    for view in servers.values():
+        found.extend(protocol.observe(view, spec))
+    if len(servers) >= 2:
+        found.extend(protocol.collude(servers, spec))
+    return found
+
+
+_REQUIRED = ("name", "wire_id", "stages", "late_dropout_stage", "threat_model", "payload_types", "Config")
+
+
 class Registry:
-    """Name -> protocol class; duplicates refused, unknown names answered with the list."""
+    """Protocol classes by name; a reused name or wire id is refused, unknown names are
+    answered with the list."""
 
     def __init__(self) -> None:
-        self._classes: dict[str, type[Protocol]] = {}
+        self._classes: dict[str, type[Protocol[Any]]] = {}
 
-    def register(self, name: str, cls: type[Protocol]) -> None:
-        if name in self._classes:
-            raise ConfigError(f"protocol {name!r} is already registered to {self._classes[name].__name__}")
-        self._classes[name] = cls
+    def register(self, cls: type[Protocol[Any]]) -> None:
+        """Register ``cls`` under ``cls.name``; its name and wire id must be new."""
+        missing = [attribute for attribute in _REQUIRED if not hasattr(cls, attribute)]
+        if missing:
+            raise ConfigError(f"{cls.__name__}: a protocol must declare {missing}")
+        if cls.name in self._classes:
+            taken = self._classes[cls.name].__name__
+            raise ConfigError(f"protocol {cls.name!r} is already registered to {taken}")
+        for other in self._classes.values():
+            if other.wire_id == cls.wire_id:
+                raise ConfigError(
+                    f"{cls.__name__} ({cls.name!r}): wire id {cls.wire_id} is already used by "
+                    f"{other.__name__} ({other.name!r}); expected an unused one"
+                )
+        if cls.provisioning not in PROVISIONING_MODES:
+            raise ConfigError(
+                f"{cls.__name__}: provisioning must be one of {PROVISIONING_MODES}, got {cls.provisioning!r}"
+            )
+        self._classes[cls.name] = cls
 
-    def get(self, name: str) -> type[Protocol]:
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a protocol registered for a while, e.g. by a test)."""
+        self.get(name)
+        del self._classes[name]
+
+    def get(self, name: str) -> type[Protocol[Any]]:
         try:
             return self._classes[name]
         except KeyError:
@@ -127,19 +248,11 @@ class Registry:
                 f"unknown protocol {name!r}; expected one of: {', '.join(self.available())}"
             ) from None
 
-    def create(self, name: str, **config: Any) -> Protocol:
+    def create(self, name: str, **config: Any) -> Protocol[Any]:
         return self.get(name)(**config)
 
     def available(self) -> list[str]:
         return list(self._classes)
 
-    def items(self) -> Iterator[tuple[str, type[Protocol]]]:
+    def items(self) -> Iterator[tuple[str, type[Protocol[Any]]]]:
         return iter(self._classes.items())
-
-    def as_mapping(self) -> Mapping[str, type[Protocol]]:
-        return dict(self._classes)
-
-
-def config_fields(cls: type[Protocol]) -> dict[str, Callable[..., Any] | None]:
-    """Names of a protocol's config fields (the CLI uses them to route options)."""
-    return {f.name: None for f in dataclasses.fields(cls.Config)}

@@ -3,7 +3,9 @@
 :func:`run_round` builds the parties, steps them stage by stage (a message sent during
 stage s is delivered at the recipient's step of stage s+1 or later), and returns a
 :class:`RoundResult`: the aggregate (or the typed error that stopped the protocol from
-revealing one), the transcript, every party's view and the costs.
+revealing one), the transcript, every party's frozen view, the costs, and the protocol
+instance that ran it, whose :meth:`~secagg.protocol.Protocol.observe` turns the server
+views into observations (:meth:`RoundResult.observations`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
-from secagg.party import MAX_CLIENTS, View, is_client
-from secagg.protocol import Protocol, RoundSpec
+from secagg.observe import Observation
+from secagg.party import MAX_CLIENTS, View, ViewRecorder, is_client
+from secagg.protocol import Protocol, RoundSpec, observe_round
 from secagg.router import Fault, Router, TranscriptEntry
 
 
@@ -88,6 +92,12 @@ class Costs:
 
 @dataclass
 class RoundResult:
+    """One round: its aggregate or error, transcript, frozen views and costs.
+
+    ``instance`` is the protocol that ran the round, with the configuration it ran with;
+    ``protocol`` its registered name.
+    """
+
     protocol: str
     round_id: int
     n_clients: int
@@ -98,8 +108,18 @@ class RoundResult:
     transcript: list[TranscriptEntry]
     views: dict[int, View]
     costs: Costs
+    instance: Protocol[Any]
     server_ids: tuple[int, ...] = ()
     weights: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def spec(self) -> RoundSpec:
+        return RoundSpec(round_id=self.round_id, n_clients=self.n_clients, n_params=self.n_params)
+
+    def observations(self) -> list[Observation]:
+        """What each server observes in its view, then what the servers observe pooled
+        (:func:`secagg.protocol.observe_round` with the protocol that ran the round)."""
+        return observe_round(self.instance, self.views, self.spec)
 
     def unwrap(self) -> np.ndarray:
         """The aggregate, or raise the error that kept the protocol from revealing it."""
@@ -117,7 +137,7 @@ class RoundResult:
 
 
 def run_round(
-    protocol: Protocol,
+    protocol: Protocol[Any],
     updates: Sequence[np.ndarray],
     *,
     weights: Sequence[float] | None = None,
@@ -149,8 +169,8 @@ def run_round(
     by_id = {party.party_id: party for party in parties}
     if len(by_id) != len(parties):
         raise ConfigError(f"{protocol.name}: two parties share an id")
-    router = Router(protocol, round_id, list(by_id), faults)
-    router.views = {pid: View(pid, party.role) for pid, party in by_id.items()}
+    recorders = {pid: ViewRecorder(pid, party.role) for pid, party in by_id.items()}
+    router = Router(protocol, round_id, list(by_id), faults, views=recorders)
     seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     error: SecAggError | None = None
@@ -173,28 +193,22 @@ def run_round(
 
     aggregate: np.ndarray | None = None
     included: tuple[int, ...] = ()
-    for pid, party in by_id.items():
-        view = router.views[pid]
-        view.revealed = party.output() if error is None else None
-        view.holdings = party.holdings()
+    views = {
+        pid: recorders[pid].freeze(
+            revealed=party.output() if error is None else None, holdings=party.holdings()
+        )
+        for pid, party in by_id.items()
+    }
     if error is None:
-        holder = router.views.get(protocol.aggregate_holder)
+        holder = views.get(protocol.aggregate_holder)
         revealed = holder.revealed if holder else None
         if revealed is None:
             error = SecAggError(f"{protocol.name}: the round ended without an aggregate")
         else:
             aggregate, included = revealed.aggregate, revealed.included
 
-    costs = Costs(
-        seconds={pid: dict(per) for pid, per in seconds.items()},
-        bytes_sent=dict(router.bytes_sent),
-        bytes_received=dict(router.bytes_received),
-        n_clients=len(vectors),
-        n_params=n_params,
-        offline_stages=protocol.offline_stages,
-        finalize_stages=protocol.finalize_stages,
-        server_ids=protocol.server_ids,
-        setup_seconds=setup_seconds,
+    costs = router.ledger.costs(
+        n_clients=len(vectors), n_params=n_params, seconds=seconds, setup_seconds=setup_seconds
     )
     return RoundResult(
         protocol=protocol.name,
@@ -205,8 +219,9 @@ def run_round(
         included=included,
         error=error,
         transcript=router.transcript,
-        views=router.views,
+        views=views,
         costs=costs,
+        instance=protocol,
         server_ids=protocol.server_ids,
         weights=tuple(float(w) for w in weights) if weights is not None else (),
     )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from secagg.errors import WireFormatError
 
@@ -44,7 +45,8 @@ HEADER_BYTES = HEADER.size  # 26
 TRAILER_BYTES = 4
 MAX_PAYLOAD = 2**32 - 1
 
-# dtype codes for arrays on the wire; little-endian always.
+# dtype codes for arrays on the wire; little-endian always. The one table: payload
+# codecs that lay an array out by hand take their code from :func:`dtype_code`.
 _DTYPE_CODES: dict[int, np.dtype] = {
     1: np.dtype("<u1"),
     2: np.dtype("<u4"),
@@ -55,6 +57,21 @@ _DTYPE_CODES: dict[int, np.dtype] = {
     7: np.dtype("<f2"),
 }
 _CODE_OF = {dtype: code for code, dtype in _DTYPE_CODES.items()}
+ARRAY_HEADER_BYTES = 9  # Writer.array: u8 dtype code + u64 element count
+
+
+def dtype_code(dtype: npt.DTypeLike) -> int:
+    """The wire code of ``dtype`` (little-endian), as :meth:`Writer.array` writes it."""
+    found = _CODE_OF.get(np.dtype(dtype).newbyteorder("<"))
+    if found is None:
+        known = sorted(map(str, _CODE_OF))
+        raise WireFormatError(f"expected an array dtype of {known}, got {np.dtype(dtype)}")
+    return found
+
+
+def array_header(dtype: npt.DTypeLike, count: int) -> bytes:
+    """The 9 bytes :meth:`Writer.array` puts before ``count`` elements of ``dtype``."""
+    return struct.pack(">BQ", dtype_code(dtype), count)
 
 
 class Writer:
@@ -100,10 +117,7 @@ class Writer:
     def array(self, values: np.ndarray) -> Writer:
         """u8 dtype code, u64 element count, then the elements little-endian (1-D)."""
         array = np.asarray(values)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-        code = _CODE_OF.get(np.dtype(dtype).newbyteorder("<"))
-        if code is None:
-            raise WireFormatError(f"expected an array of {sorted(map(str, _CODE_OF))}, got {array.dtype}")
+        code = dtype_code(array.dtype)
         little = np.ascontiguousarray(array.reshape(-1), dtype=_DTYPE_CODES[code])
         self._parts.append(struct.pack(">BQ", code, little.size))
         self._parts.append(little.view(np.uint8).data)
@@ -231,6 +245,26 @@ class Header:
     recipient: int
     payload_len: int
     version: int = VERSION
+
+
+def peek_header(data: bytes | memoryview) -> Header | None:
+    """The header fields of ``data`` as they stand, unchecked (no magic, version or CRC
+    check), or None when ``data`` is shorter than a header.
+
+    For accounting only: a transcript names the sender and message type of bytes it
+    refused, which :func:`decode_header` would reject. Never trust these fields.
+    """
+    if len(data) < HEADER_BYTES:
+        return None
+    _, version, _, protocol_id, msg_type, round_id, sender, recipient, length = HEADER.unpack(
+        memoryview(data)[:HEADER_BYTES]
+    )
+    return Header(protocol_id, msg_type, round_id, sender, recipient, length, version)
+
+
+def payload_bytes(data: bytes | memoryview) -> bytes:
+    """The payload of a checked message (between the header and the CRC trailer)."""
+    return bytes(memoryview(data)[HEADER_BYTES : len(data) - TRAILER_BYTES])
 
 
 def encode_message(

@@ -238,22 +238,22 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     weights = [float(settings.batch)] * settings.clients if cls.aggregate_kind == "weighted_mean" else None
     log(f"{args.protocol}: one round, {settings.clients} clients, {sim.n_params} parameters ({note})")
     result = run_round(protocol, updates, weights=weights)
+    name = args.protocol + (f" + {args.defense}" if args.defense else "")
     assessment = assess(
-        result,
+        result.observations(),
         sim.model,
         sim.truth,
-        protocol=protocol,
+        settings.budget(),
+        label=name,
         update=update_kind,
         w_before=sim.w_before,
-        budget=settings.budget(),
         progress=log,
     )
-    name = args.protocol + (f" + {args.defense}" if args.defense else "")
-    rows = []
-    for row in assessment.rows:
-        item = row.as_dict()
-        item["protocol"] = name
-        rows.append(item)
+    rows = [row.as_dict() for row in assessment.rows]
+    if result.error is not None:
+        assessment.notes.insert(
+            0, f"the round revealed no aggregate: {type(result.error).__name__}: {result.error}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"assess_{args.protocol}" + ("_defended" if args.defense else "")

@@ -193,20 +193,18 @@ class Log:
 # --- protocols ----------------------------------------------------------------------------
 
 
-def _config_fields(cls: Any) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls.Config)}
+def covering(protocol: Any, max_abs: float) -> Any:
+    """``protocol`` with an input bound covering ``max_abs`` (the smallest power of two
+    above it) when its own bound does not; the bound is public configuration."""
+    bound = protocol.input_bound
+    if bound is not None and max_abs > bound:
+        return protocol.with_input_bound(float(2.0 ** math.ceil(math.log2(max_abs))))
+    return protocol
 
 
-def protocol_config(cls: Any, *, fast: bool, max_abs: float) -> dict[str, Any]:
-    """Config overrides: ``fast_config`` when asked, and a ``clip`` covering the updates."""
-    config: dict[str, Any] = dict(cls.fast_config) if fast else {}
-    if "clip" in _config_fields(cls):
-        default = config.get(
-            "clip", next(f.default for f in dataclasses.fields(cls.Config) if f.name == "clip")
-        )
-        if isinstance(default, (int, float)) and max_abs > default:
-            config["clip"] = float(2.0 ** math.ceil(math.log2(max_abs)))
-    return config
+def protocol_config(cls: Any, *, fast: bool, max_abs: float) -> Any:
+    """An instance of ``cls``: its ``fast_config`` when asked, with a bound covering the updates."""
+    return covering(cls(**(dict(cls.fast_config) if fast else {})), max_abs)
 
 
 def build_protocol(
@@ -225,8 +223,8 @@ def build_protocol(
     cls = protocols.get(name)
     max_abs = float(max(np.abs(u).max() for u in updates))
     if quick:
-        return cls(**protocol_config(cls, fast=True, max_abs=max_abs)), "fast_config (--quick)"
-    protocol = cls(**protocol_config(cls, fast=False, max_abs=max_abs))
+        return protocol_config(cls, fast=True, max_abs=max_abs), "fast_config (--quick)"
+    protocol = protocol_config(cls, fast=False, max_abs=max_abs)
     # Probe: a small round with this config; client and server time scale linearly in n_params.
     n_params = updates[0].size
     probe = [u[:PROBE_PARAMS] for u in updates[: max(2, min(len(updates), 2))]]
@@ -253,7 +251,7 @@ def build_protocol(
             f"{name}: secure default projected at {projected:.0f} s for {n_params} parameters "
             f"(> {max_seconds:g} s); running its fast_config instead"
         )
-        fast = cls(**protocol_config(cls, fast=True, max_abs=max_abs))
+        fast = protocol_config(cls, fast=True, max_abs=max_abs)
         return fast, f"fast_config (secure default projected at {projected:.0f} s)"
     return protocol, "default config"
 
@@ -313,7 +311,7 @@ def cost_point(protocol: Any, n_params: int, n_clients: int, *, seed: int = 0) -
     from secagg.round import run_round
 
     rng = np.random.default_rng(seed)  # simulation data, never key material
-    clip = float(getattr(protocol.config, "clip", 1.0))
+    clip = protocol.input_bound if protocol.input_bound is not None else 1.0
     updates = [rng.uniform(-clip / 2, clip / 2, n_params) for _ in range(n_clients)]
     weights = [1.0] * n_clients if protocol.aggregate_kind == "weighted_mean" else None
     result = run_round(protocol, updates, weights=weights)
@@ -348,7 +346,7 @@ def cost_curve(
     notes: list[str] = []
     for name in names:
         cls = protocols.get(name)
-        protocol = cls(**protocol_config(cls, fast=True, max_abs=0.0)) if quick else cls()
+        protocol = protocol_config(cls, fast=True, max_abs=0.0) if quick else cls()
         note = "fast_config" if quick else "default config"
         per_param: float | None = None
         if not quick:
@@ -709,13 +707,13 @@ def _run_one(
         "attacking the server views"
     )
     assessment: Assessment = assess(
-        result,
+        result.observations(),
         model,
         truth,
-        protocol=protocol,
+        budget,
+        label=label,
         update=update_kind,
         w_before=w_before,
-        budget=budget,
         progress=log,
         attack_clients=attack_clients,
         include_aggregate=include_aggregate,
@@ -739,7 +737,7 @@ def _run_one(
         "defense_info": None,
         "rows": rows,
         "uniformity": uniformity,
-        "notes": _holder_note(result, protocol) + assessment.notes,
+        "notes": _round_notes(result, protocol) + assessment.notes,
         "verdicts": {
             "client_messages": _summary_verdict(rows, aggregate=False),
             "aggregate": _summary_verdict(rows, aggregate=True),
@@ -748,10 +746,12 @@ def _run_one(
     }
 
 
-def _holder_note(result: Any, protocol: Any) -> list[str]:
+def _round_notes(result: Any, protocol: Any) -> list[str]:
     from secagg.party import party_name
 
-    if result.error is None and protocol.aggregate_holder not in protocol.server_ids:
+    if result.error is not None:
+        return [f"the round revealed no aggregate: {type(result.error).__name__}: {result.error}"]
+    if protocol.aggregate_holder not in protocol.server_ids:
         return [
             f"the aggregate is revealed to the {party_name(protocol.aggregate_holder)}, not to a server, "
             "so no server view holds it; were it published, it would leak like any other protocol's sum "

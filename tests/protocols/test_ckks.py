@@ -84,15 +84,16 @@ def test_default_parameters_meet_the_issue_targets() -> None:
 
 def test_server_context_has_no_key(keys) -> None:
     result = run_round(FAST, make_updates(3, 10, seed=1))
-    server = result.views[SERVER].holdings
-    context = server["context"]
+    server = result.views[SERVER]
+    context = server.holding("context")
     assert not context.has_secret_key()  # type: ignore[attr-defined]
     assert not context.is_private()  # type: ignore[attr-defined]
     assert not context.has_public_key()  # type: ignore[attr-defined]
-    assert server["secret_key"] is False
-    # The clients and the key holder do hold it: the test above can fail.
-    assert result.views[KEY_HOLDER].holdings["context"].has_secret_key()  # type: ignore[attr-defined]
-    assert result.views[0].holdings["context"].is_private()  # type: ignore[attr-defined]
+    assert server.secrets() == ()
+    # The clients and the key holder do hold it, and say so: the test above can fail.
+    assert result.views[KEY_HOLDER].holding("context").has_secret_key()  # type: ignore[attr-defined]
+    assert result.views[0].holding("context").is_private()  # type: ignore[attr-defined]
+    assert result.views[KEY_HOLDER].secrets() == ("context",) == result.views[0].secrets()
     secret, public = keys
     assert public.is_public() and not public.has_secret_key()
 
@@ -100,7 +101,7 @@ def test_server_context_has_no_key(keys) -> None:
 def test_clients_never_see_ciphertexts() -> None:
     result = run_round(FAST, make_updates(3, 10, seed=2))
     for client in range(3):
-        assert result.views[client].received == []
+        assert result.views[client].received == ()
     # The key holder sees only the server's sum, never a client's ciphertext.
     senders = {r.header.sender for r in result.views[KEY_HOLDER].received}
     assert senders == {SERVER}
@@ -206,7 +207,7 @@ def test_a_ciphertext_that_does_not_load_is_left_out() -> None:
         FAST, updates, round_id=3, faults=[Dropout(3, "upload"), Inject(raw, SERVER, "upload")]
     )
     assert result.included == (0, 1, 2)
-    assert "scale" in result.views[SERVER].holdings["left_out"][3]  # type: ignore[index]
+    assert "scale" in result.views[SERVER].holding("left_out")[3]  # type: ignore[index]
     error = np.max(np.abs(result.unwrap() - reference_aggregate(updates, (0, 1, 2), kind="sum")))
     assert error <= FAST.precision(n_clients=3, value_range=1.0)
 

@@ -346,13 +346,14 @@ def test_layout_count_must_match(fixed_key: dict[str, str]) -> None:
 def test_server_holds_only_the_public_key(fixed_key: dict[str, str]) -> None:
     result = run_round(_packed(), make_updates(3, 30, seed=12), weights=[1.0, 2.0, 3.0])
     server = result.views[SERVER]
-    assert set(server.holdings) == {"public_key"}
-    assert not any(isinstance(v, phe_paillier.PaillierPrivateKey) for v in server.holdings.values())
+    assert [h.name for h in server.holdings] == ["public_key"] and server.secrets() == ()
+    assert not any(isinstance(h.value, phe_paillier.PaillierPrivateKey) for h in server.holdings)
     assert server.revealed is None
     kinds = {type(r.payload) for r in server.received}
     assert kinds == {paillier.PublicKeyMessage, paillier.EncryptedUpdate}
     holder = result.views[KEY_HOLDER]
-    assert isinstance(holder.holdings["private_key"], phe_paillier.PaillierPrivateKey)
+    assert isinstance(holder.holding("private_key"), phe_paillier.PaillierPrivateKey)
+    assert holder.secrets() == ("private_key",)
     assert {type(r.payload) for r in holder.received} == {paillier.EncryptedSum}
 
 

@@ -296,8 +296,8 @@ def test_server_never_holds_both_share_sets_of_a_client() -> None:
     for client in range(n):
         assert not (b_count[client] >= t and s_count[client] >= t), client
         assert not (b_count[client] and s_count[client]), client
-    holdings = result.views[SERVER].holdings
-    seeds, secrets = holdings["self_mask_seeds"], holdings["key_agreement_secrets"]
+    server = result.views[SERVER]
+    seeds, secrets = server.holding("self_mask_seeds"), server.holding("key_agreement_secrets")
     assert isinstance(seeds, dict) and isinstance(secrets, dict)
     assert set(seeds).isdisjoint(secrets)
     assert set(secrets) == {3, 5}
@@ -343,7 +343,7 @@ def test_minimum_clients_refusal_reveals_nothing() -> None:
     assert "at least 4" in str(result.error)
     assert result.aggregate is None
     server = result.views[SERVER]
-    assert server.revealed is None and not server.holdings["self_mask_seeds"]
+    assert server.revealed is None and not server.holding("self_mask_seeds")
     assert not any(e.message == "UnmaskRequest" for e in result.transcript)
 
 

@@ -54,8 +54,8 @@ from protocols.runtime.flower.transport import (
     update_ref,
 )
 from secagg.errors import ConfigError, IntegrityError, ProtocolStateError
-from secagg.party import KEY_HOLDER, SERVER_B, Party, is_client
-from secagg.protocol import Protocol, RoundSpec
+from secagg.party import KEY_HOLDER, Party, is_client
+from secagg.protocol import PROVISIONING_MODES, Protocol, RoundSpec
 from secagg.wire import encode_message
 
 if TYPE_CHECKING:
@@ -77,29 +77,9 @@ def protocol_from(name: str, config: dict[str, Any] | None) -> Protocol:
     return protocols.create(name, **(config or {}))
 
 
-PROVISIONING_MODES = ("local", "dealer", "server-b")
-
-# How each built-in protocol's parties are provisioned on the nodes, and why.
-_PROVISIONING = {
-    "plaintext-fedsgd": "local",
-    "plaintext-fedavg": "local",
-    # Pairwise masking: each client makes its own key pairs and advertises them in a
-    # stage; a dealer would learn every client's key-agreement secret.
-    "secagg": "local",
-    # Paillier: the key holder's node deals. It holds the secret key anyway, and the
-    # client parties it deals carry only the public key.
-    "paillier": "dealer",
-    "paillier-naive": "dealer",
-    # CKKS: every client shares one secret context, made once by the key holder's node.
-    "ckks": "dealer",
-    # Two-server: B's key pair comes with the protocol; B deals, so B's secret key never
-    # leaves B and no client learns more than its own party.
-    "two-server": "server-b",
-}
-
-
-def provisioning_of(protocol: Protocol) -> str:
-    """How ``protocol``'s parties reach the Flower nodes: 'local', 'dealer' or 'server-b'.
+def provisioning_of(protocol: Protocol[Any]) -> str:
+    """How ``protocol``'s parties reach the Flower nodes, as the protocol declares it
+    (:attr:`secagg.protocol.Protocol.provisioning`): 'local', 'dealer' or 'server-b'.
 
     - ``local``: every node runs ``make_parties`` itself and keeps its own client party;
       the server builds the server parties itself. Only for protocols whose parties
@@ -107,21 +87,13 @@ def provisioning_of(protocol: Protocol) -> str:
     - ``dealer``: the key holder's node (partition 0) runs ``make_parties`` once and seals
       each client its party; it keeps ``KEY_HOLDER`` and returns the server parties.
     - ``server-b``: ``SERVER_B`` deals instead of a client node.
-
-    A protocol may declare ``flower_provisioning``; the built-ins are listed above; any
-    other protocol with keys gets ``dealer`` (``server-b`` when it has a ``SERVER_B``),
-    which works for every protocol whose parties pickle.
     """
-    declared = getattr(protocol, "flower_provisioning", None) or _PROVISIONING.get(protocol.name)
-    if declared is not None:
-        if declared not in PROVISIONING_MODES:
-            raise ConfigError(
-                f"{protocol.name}: flower_provisioning must be one of {PROVISIONING_MODES}, got {declared!r}"
-            )
-        return str(declared)
-    if protocol.threat_model.keys.strip().lower() == "none":
-        return "local"
-    return "server-b" if SERVER_B in protocol.server_ids else "dealer"
+    declared = protocol.provisioning
+    if declared not in PROVISIONING_MODES:
+        raise ConfigError(
+            f"{protocol.name}: provisioning must be one of {PROVISIONING_MODES}, got {declared!r}"
+        )
+    return str(declared)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from protocols.runtime.flower.client import (
 )
 from protocols.runtime.flower.transport import InboundChecker, Refused, WireLedger, load_parties, route_header
 from secagg.errors import ConfigError, ProtocolStateError, SecAggError
-from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, is_client, party_name
+from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, ViewRecorder, is_client, party_name
 from secagg.protocol import RoundSpec
 from secagg.round import Costs
 from secagg.router import TranscriptEntry
@@ -216,7 +216,7 @@ class SecAggWorkflow:
         for pid, node in host.items():
             hosted_by[node].append(pid)
         queues: dict[int, list[tuple[bytes, str]]] = {pid: [] for pid in known}
-        views = {sid: View(sid, party.role) for sid, party in servers.items()}
+        views = {sid: ViewRecorder(sid, party.role) for sid, party in servers.items()}
         checker = InboundChecker(protocol, round_id, frozenset(known))
         seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         dropped: dict[int, str] = {}  # node -> why
@@ -407,11 +407,11 @@ class SecAggWorkflow:
         return np.frombuffer(bytes(reply["aggregate"]), dtype="<f8").copy(), included
 
     @staticmethod
-    def _finish_views(views: dict[int, View], servers: Mapping[int, Party]) -> dict[int, View]:
-        for sid, party in servers.items():
-            views[sid].revealed = party.output()
-            views[sid].holdings = party.holdings()
-        return views
+    def _finish_views(views: dict[int, ViewRecorder], servers: Mapping[int, Party]) -> dict[int, View]:
+        return {
+            sid: views[sid].freeze(revealed=party.output(), holdings=party.holdings())
+            for sid, party in servers.items()
+        }
 
 
 def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secagg.errors import ConfigError, IntegrityError, SecAggError
-from secagg.party import Inbound, Party, party_name
+from secagg.party import Holding, Inbound, Party, party_name
 from secagg.protocol import Protocol
 from secagg.round import Costs
 from secagg.router import TranscriptEntry
@@ -385,29 +385,10 @@ def open_sealed(sealed: bytes, *, recipient_private: bytes, context: bytes) -> b
         ) from None
 
 
-def secret_holdings(holdings: Mapping[str, object]) -> list[str]:
-    """Names of the holdings that are secret keys a server must never have.
+def secret_holdings(holdings: Iterable[Holding]) -> list[str]:
+    """Names of the holdings their party declared secret (:class:`secagg.party.Holding`).
 
-    Recognised by type: Paillier private keys (phe), TenSEAL contexts that
-    hold a secret key, and raw private key objects (X25519/Ed25519). A protocol's own
-    declared flag (``secret_key: True``) and non-empty bytes or dicts under a name saying
-    "secret" or "private" count too. A protocol's own
-    server-side key (two-server's B decrypting the seeds addressed to it) shows up too;
-    callers decide which party may hold which.
+    A protocol's own server-side secrets (two-server's B opening the seeds addressed to
+    it) show up too; callers check them against the protocol's ``server_secrets``.
     """
-    found = []
-    for name, value in holdings.items():
-        kind = type(value).__name__
-        module = type(value).__module__ or ""
-        if module.startswith("phe") and "Private" in kind:
-            found.append(name)
-        elif module.startswith("tenseal") and kind == "Context" and bool(value.is_private()):  # type: ignore[attr-defined]
-            found.append(name)
-        elif isinstance(value, (X25519PrivateKey, Ed25519PrivateKey)):
-            found.append(name)
-        elif ("secret" in name.lower() or "private" in name.lower()) and (
-            value is True or (isinstance(value, (bytes, dict)) and len(value) > 0)
-        ):
-            # A party's own declaration (CKKS's ``secret_key: True``) or raw key bytes.
-            found.append(name)
-    return found
+    return [item.name for item in holdings if item.secret]
