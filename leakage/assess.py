@@ -72,6 +72,12 @@ MIN_UNIFORMITY_BYTES = 1280  # five expected counts per byte value, chi-square's
 COLLUDING = "colluding"
 AGGREGATE = "aggregate"
 
+
+def is_colluding(observer: str) -> bool:
+    """Whether an observer is a coalition: "colluding", or "colluding: <who>" for a protocol
+    with several coalitions (a decryption committee: t - 1 members and t members)."""
+    return observer == COLLUDING or observer.startswith(COLLUDING + ":")
+
 ProgressFn = Callable[[str], None]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from protocols.ckks import CKKS
 from protocols.paillier import PaillierNaive, PaillierPacked
+from protocols.paillier_threshold import PaillierNaiveThreshold, PaillierThreshold
 from protocols.pairwise import PairwiseMasking
 from protocols.plaintext import PlaintextFedAvg, PlaintextFedSGD
 from protocols.two_server import TwoServer
@@ -26,6 +27,8 @@ BUILTIN: tuple[type[Protocol[Any]], ...] = (
     PlaintextFedAvg,
     PaillierPacked,
     PaillierNaive,
+    PaillierThreshold,
+    PaillierNaiveThreshold,
     CKKS,
     TwoServer,
     PairwiseMasking,

@@ -172,6 +172,11 @@ class Protocol(Generic[C]):
         """What the servers whose ``views`` are given recover by pooling them (none known)."""
         return []
 
+    def colluding_parties(self) -> tuple[int, ...]:
+        """The parties whose views :meth:`collude` pools: the servers, unless the protocol's
+        guarantee also rests on other parties (a decryption committee of clients)."""
+        return self.server_ids
+
     # -- wire ----------------------------------------------------------------------------
 
     def payload_table(self) -> dict[int, type[Payload]]:
@@ -200,8 +205,9 @@ def observe_round(protocol: Protocol[Any], views: Mapping[int, View], spec: Roun
     found: list[Observation] = []
     for view in servers.values():
         found.extend(protocol.observe(view, spec))
-    if len(servers) >= 2:
-        found.extend(protocol.collude(servers, spec))
+    pooled = {pid: views[pid] for pid in protocol.colluding_parties() if pid in views}
+    if len(pooled) >= 2:
+        found.extend(protocol.collude(pooled, spec))
     return found
 
 

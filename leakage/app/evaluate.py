@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leakage.assess import AGGREGATE, Assessment, Budget, ClientData, UpdateKind, assess
+from leakage.assess import AGGREGATE, Assessment, Budget, ClientData, UpdateKind, assess, is_colluding
 from leakage.attacks import FedAvgSpec, client_gradients, client_weight_update
 from leakage.attacks.common import resolve_device
 from leakage.errors import AttackConfigError
@@ -481,7 +481,9 @@ def _environment(device: torch.device) -> dict[str, Any]:
 
 
 def _summary_verdict(rows: Sequence[dict[str, Any]], *, aggregate: bool) -> str | None:
-    chosen = [r for r in rows if (r["observable"] == AGGREGATE) == aggregate and r["observer"] != "colluding"]
+    chosen = [
+        r for r in rows if (r["observable"] == AGGREGATE) == aggregate and not is_colluding(r["observer"])
+    ]
     if not chosen:
         return None
     return "exposed" if any(r["verdict"] == "exposed" for r in chosen) else "not exposed"
@@ -769,7 +771,7 @@ def summary_table(record: dict[str, Any]) -> str:
     lines = [header, "-" * len(header)]
     for run in record["runs"]:
         client_rows = [
-            r for r in run["rows"] if r["observable"] != AGGREGATE and r["observer"] != "colluding"
+            r for r in run["rows"] if r["observable"] != AGGREGATE and not is_colluding(r["observer"])
         ]
         best = max((r["psnr"] for r in client_rows), default=float("nan"))
         costs = run["costs"] or {}
@@ -780,7 +782,7 @@ def summary_table(record: dict[str, Any]) -> str:
             f"{best:>9.1f} {costs.get('bytes_per_param', float('nan')):>11.2f} "
             f"{costs.get('client_s', float('nan')):>9.3f}"
         )
-        colluding = [r for r in run["rows"] if r["observer"] == "colluding"]
+        colluding = [r for r in run["rows"] if is_colluding(r["observer"])]
         if colluding:
             verdict = "exposed" if any(r["verdict"] == "exposed" for r in colluding) else "not exposed"
             lines.append(f"{'  (servers colluding)':<44} {verdict:<16}")

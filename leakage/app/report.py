@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from leakage.assess import is_colluding
 from leakage.png import encode_png, image_grid
 
 AGGREGATE = "aggregate"
@@ -173,8 +174,8 @@ def _headline(record: dict[str, Any]) -> str:
         "<th>x float32</th><th>client s</th></tr>"
     ]
     for run in record["runs"]:
-        client = [r for r in run["rows"] if r["observable"] != AGGREGATE and r["observer"] != "colluding"]
-        colluding = [r for r in run["rows"] if r["observer"] == "colluding"]
+        client = [r for r in run["rows"] if r["observable"] != AGGREGATE and not is_colluding(r["observer"])]
+        colluding = [r for r in run["rows"] if is_colluding(r["observer"])]
         best = max((r["psnr"] for r in client), default=None)
         costs = run["costs"] or {}
         collude = (
@@ -361,8 +362,10 @@ def _threats(runs: Sequence[dict[str, Any]]) -> str:
 def _defenses(runs: Sequence[dict[str, Any]]) -> str:
     chosen = [r for r in runs if r["kind"] == "defense"]
     if not chosen:
-        return ('<p class="muted">No defenses were run (secagg.defences.transforms missing, '
-                'or --defenses none).</p>')
+        return (
+            '<p class="muted">No defenses were run (secagg.defences.transforms missing, '
+            "or --defenses none).</p>"
+        )
     out = [
         "<table><tr><th>defense</th><th>client-0's message</th><th>best PSNR dB</th>"
         "<th>aggregate</th><th>relative error of the aggregate</th><th>details</th></tr>"

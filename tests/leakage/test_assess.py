@@ -12,13 +12,13 @@ import torch
 import protocols
 from leakage.assess import (
     AGGREGATE,
-    COLLUDING,
     Budget,
     ClientData,
     assess,
     byte_uniformity,
     decide,
     gradient_structure,
+    is_colluding,
     label_multiset_accuracy,
 )
 from leakage.attacks import client_gradients, gradient_from_vector
@@ -82,7 +82,7 @@ def test_masked_and_encrypted_views_are_not_exposed(name):
     result = run_round(protocol, updates, weights=weights)
     assert result.error is None
     assessment = assess(result.observations(), model, truth, BUDGET, label=name, include_aggregate=False)
-    server_rows = [r for r in assessment.rows if r.observer != COLLUDING]
+    server_rows = [r for r in assessment.rows if not is_colluding(r.observer)]
     assert server_rows, f"{name}: no client message was attacked"
     for row in server_rows:
         assert row.verdict == "not exposed", row
@@ -92,10 +92,15 @@ def test_masked_and_encrypted_views_are_not_exposed(name):
     for check in assessment.uniformity:
         if check.kind == "ring":
             assert check.uniform, check
-    colluding = [r for r in assessment.rows if r.observer == COLLUDING]
+    colluding = [r for r in assessment.rows if is_colluding(r.observer)]
     if len(protocol.server_ids) >= 2:  # two servers pooling their views break it
         assert {r.observable for r in colluding} == {"client-0 (joint view)", "client-1 (joint view)"}
         assert all(r.verdict == "exposed" for r in colluding)
+    elif protocol.colluding_parties() != protocol.server_ids:  # a decryption committee
+        below = [r for r in colluding if r.observer.endswith("(t-1)")]
+        at = [r for r in colluding if r.observer.endswith("(t)")]
+        assert below and all(r.verdict == "not exposed" for r in below), below
+        assert at and all(r.verdict == "exposed" for r in at), at
     else:
         assert colluding == []
 
