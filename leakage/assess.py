@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leakage.attacks import ATTACK_NAMES, FedAvgSpec, gradient_from_vector, run_attack
+from leakage.attacks import ATTACK_NAMES, ATTACKS, Applicability, FedAvgSpec, gradient_from_vector, run_attack
 from leakage.attacks.common import last_linear_gradients
 from leakage.errors import AttackConfigError, LeakageError, ShapeMismatchError
 from leakage.metrics import RECOVERED_PSNR_DB, match, mse, psnr_from_mse, ssim
@@ -79,7 +79,7 @@ ProgressFn = Callable[[str], None]
 class Budget:
     """How much attacking to do.
 
-    ``attacks``: names from :data:`leakage.attacks.ATTACK_NAMES`, run in full on
+    ``attacks``: names from :data:`leakage.attacks.ATTACKS`, run in full on
     gradient-like observables; ``iterations``: their step count (None: each attack's
     default); ``cheap_iterations``: the step count of the cheap check on ciphertext-like
     observables (first applicable attack only); ``baseline_seeds``: random vectors the
@@ -310,17 +310,7 @@ def _to_gradient(vector: np.ndarray, update: UpdateKind, w_before: np.ndarray) -
 
 
 def _applicable(name: str, model: nn.Module, batch: int, update: UpdateKind) -> bool:
-    if name.startswith("analytic"):
-        from leakage.models import first_linear
-
-        try:
-            first_linear(model)
-        except AttackConfigError:
-            return False
-        return batch == 1
-    if name == "ig-fedavg":
-        return update.kind == "weights"
-    return True
+    return ATTACKS[name].applies(Applicability(model, batch, update.kind, update.fedavg))
 
 
 def random_like(gradient: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
@@ -394,14 +384,8 @@ class _Attacker:
         seed: int,
         label: str = "",
     ) -> Any:
-        observed = list(gradient)
-        fedavg = None
-        if name == "ig-fedavg":
-            # IG's FedAvg variant matches the weight update itself, not the gradient.
-            if self.update.fedavg is None:  # _applicable checked it; kept explicit for -O
-                raise AttackConfigError("weights need the client's local training (fedavg=FedAvgSpec)")
-            fedavg = self.update.fedavg
-            observed = [g * fedavg.lr for g in observed]
+        fedavg = self.update.fedavg
+        observed = ATTACKS[name].prepare(gradient, fedavg)
         return run_attack(
             name,
             self.model,

@@ -19,13 +19,12 @@ import sys
 import time
 from typing import Any
 
+from leakage.attacks.registry import ATTACK_NAMES, ATTACKS, attack_named
 from leakage.errors import LeakageError
 
 # Reported by `secagg` as typed errors, not tracebacks.
 USER_ERRORS = (LeakageError,)
 
-ATTACK_CHOICES = ("dlg", "idlg", "ig", "ig-fedavg", "analytic", "analytic-hidden",
-                  "analytic-bias")
 MODEL_CHOICES = ("lenet", "mlp", "convnet")
 DATASET_CHOICES = ("embedded", "cifar10", "cifar100", "mnist")
 # JSON has no infinity: identical images (PSNR = inf) are reported at this cap.
@@ -40,13 +39,15 @@ def register(subparsers: Any) -> None:
         description="Simulate clients on real images, give the attack only their gradient, "
         "and report PSNR/SSIM/label accuracy; writes a PNG grid and a JSON file.",
     )
-    parser.add_argument("--attack", choices=ATTACK_CHOICES, default="dlg")
+    parser.add_argument("--attack", choices=ATTACK_NAMES, default="dlg")
     parser.add_argument("--model", choices=MODEL_CHOICES, default=None,
-                        help="default: mlp for analytic attacks, lenet otherwise")
+                        help="default: the attack's own (mlp for analytic attacks, lenet otherwise)")
     parser.add_argument("--batch", type=int, default=1, help="images per client gradient")
     parser.add_argument("--images", type=int, default=4, help="images attacked in total")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="L-BFGS steps (dlg/idlg, default 300) or Adam steps (ig, 2000)")
+                        help="optimiser steps (default per attack: " + ", ".join(
+                            f"{a.name} {a.default_iterations}" for a in ATTACKS.values() if a.iterative
+                        ) + ")")
     parser.add_argument("--restarts", type=int, default=None, help="restarts (default 4)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--seed", type=int, default=0, help="seeds the model and the attack")
@@ -102,14 +103,15 @@ def run_attack_command(args: argparse.Namespace) -> dict[str, Any]:
         raise AttackConfigError(f"expected --batch and --images >= 1, got {args.batch}, "
                                 f"{args.images}")
     torch.set_num_threads(max(1, args.threads))
-    model_name = args.model or ("mlp" if args.attack.startswith("analytic") else "lenet")
+    attack = attack_named(args.attack)
+    model_name = args.model or attack.default_model
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, data_dir=args.data_dir, resolution=args.resolution)
     chosen = data.select(spread_indices(data.labels, args.images))
     channels, size = int(chosen.images.shape[1]), int(chosen.images.shape[2])
     report = sys.stderr if args.json else sys.stdout
     fedavg = (FedAvgSpec(lr=args.local_lr, local_steps=args.local_steps)
-              if args.attack == "ig-fedavg" else None)
+              if attack.shares == "weights" else None)
 
     rows: list[dict[str, Any]] = []
     reconstructions = []

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ATTACK_CHOICES = ("dlg", "idlg", "ig", "ig-fedavg", "analytic", "analytic-hidden", "analytic-bias")
+from leakage.attacks.registry import ATTACK_NAMES
+
 MODEL_CHOICES = ("lenet", "mlp", "convnet")
 
 
@@ -30,9 +31,9 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def _attack_list(text: str) -> tuple[str, ...]:
     names = _csv(text)
-    unknown = [n for n in names if n not in ATTACK_CHOICES]
+    unknown = [n for n in names if n not in ATTACK_NAMES]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected attacks from {', '.join(ATTACK_CHOICES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected attacks from {', '.join(ATTACK_NAMES)}, got {text!r}")
     return names
 
 
@@ -56,7 +57,7 @@ def _common(parser: argparse.ArgumentParser, *, clients: int) -> None:
         type=_attack_list,
         default=("idlg", "ig"),
         help="comma-separated attacks run on gradient-like observables (default idlg,ig; "
-        f"choices {', '.join(ATTACK_CHOICES)})",
+        f"choices {', '.join(ATTACK_NAMES)})",
     )
     parser.add_argument(
         "--iterations",
