@@ -1,33 +1,48 @@
 """Single-server secure aggregation by pairwise masking with dropout recovery.
 
 Follows Bonawitz et al. 2017 (Practical Secure Aggregation for Privacy-Preserving
-Machine Learning, CCS), semi-honest variant (no consistency-check round), with the
-SecAgg+ option of Bell et al. 2020 (Secure Single-Server Aggregation with
-(Poly)Logarithmic Overhead, CCS): each client masks with k neighbours on a random
-k-regular (Harary) graph instead of with every other client.
+Machine Learning, CCS), with its malicious-server variant as an option
+(``active_security=True``: signed key advertisements under pinned long-term identity
+keys and the consistency-check round), and the SecAgg+ option of Bell et al. 2020
+(Secure Single-Server Aggregation with (Poly)Logarithmic Overhead, CCS): each client
+masks with k neighbours on a random k-regular (Harary) graph instead of with every other
+client.
 
 Rounds (one stage each, the server's stages in between route messages)::
 
-    advertise       client i -> server: two X25519 public keys, c_i (encrypting
-                    shares) and s_i (agreeing pairwise mask seeds)
-    broadcast_keys  server -> client i: the keys of i's share group G(i) (i and its
-                    neighbours; everyone for the full graph) and the graph seed
-    share_keys      client i draws a self-mask seed b_i, Shamir-shares b_i and its
-                    s-secret t-of-|G(i)| (secagg.shamir), encrypts each share pair to
-                    its holder j with AES-256-GCM under HKDF(X25519(c_i, c_j)) bound
-                    to (round, i, j), sends them all to the server with a commitment
-                    H(b_i)
-    route_shares    server -> client j: the ciphertexts addressed to j
-    masked_input    client i -> server: y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij)
-                    - sum_{j<i} PRG(s_ij) mod 2^k, over the neighbours j whose shares
-                    reached i; PRG = secagg.prf.expand, labels bound to round and ids
-    collect_masked  server sums the y_i (aggregation) and sends each survivor the
-                    survivors and the dropped clients among its share group
-    unmasking       client i -> server: b-shares of survivors, s-shares of dropped
-                    clients, never both for one client (a request for both is refused
-                    with ProtocolStateError)
-    reconstruct     server reconstructs b_j of survivors and s_j of dropped clients,
-                    removes their masks, checks the minimum and reveals the sum
+    advertise           client i -> server: two X25519 public keys, c_i (encrypting
+                        shares) and s_i (agreeing pairwise mask seeds); with active
+                        security an Ed25519 signature over them, the session and the round
+    broadcast_keys      server -> client i: the keys of i's share group G(i) (i and its
+                        neighbours; everyone for the full graph), with their signatures
+    share_keys          client i checks the keys against the graph it derives itself
+                        (:func:`graph_seed_for`) and, with active security, the signatures
+                        under the pinned identity keys; needs |U1 in G(i)| >= t; draws a
+                        self-mask seed b_i, Shamir-shares b_i and its s-secret
+                        t-of-|G(i)| (secagg.shamir), encrypts each share pair to its
+                        holder j with AES-256-GCM under HKDF(X25519(c_i, c_j)) bound to
+                        (round, i, j), sends them all with a commitment H(b_i)
+    route_shares        server -> client j: the ciphertexts addressed to j
+    masked_input        client i needs shares from at least t - 1 peers (|U2| >= t),
+                        else sends nothing; y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij)
+                        - sum_{j<i} PRG(s_ij) mod 2^k over those peers; PRG =
+                        secagg.prf.expand, labels bound to round and ids
+    collect_masked      server sums the y_i (aggregation); with active security sends
+                        every survivor the list U3
+    consistency_check   (active security) client i checks U3 (itself in it, at least t
+                        of its group, only members it holds shares of) and signs it
+    collect_signatures  server sends each survivor (each signer, with active security)
+                        the survivors and dropped clients among its share group, with the
+                        signatures over U3 of the signers in its group
+    unmasking           client i checks the request (at least t survivors of its group;
+                        with active security, at least t valid signatures from its group
+                        over the U3 it signed, and the request agrees with that U3), then
+                        sends b-shares of survivors and s-shares of dropped clients, never
+                        both for one client (ProtocolStateError)
+    reconstruct         server reconstructs b_j of survivors and s_j of dropped clients
+                        (secagg.shamir.reconstruct, range-checked, then checked against
+                        the commitment and the public key), removes their masks, checks
+                        the minimum and reveals the sum
 
 Fixed point: x_i is encoded as rint(x * 2^f) in Z_2^k (k = 32 by default; f planned
 from clip and the number of clients unless set), so the revealed sum is exact mod 2^k
@@ -36,20 +51,32 @@ and decodes to within n * 2^-(f+1) of the float sum (``precision()``).
 Threat model:
 
 - Keys: every client holds two fresh X25519 key pairs per round and a fresh self-mask
-  seed b_i; the server holds only public keys until it reconstructs, at the end, the
-  b_j of survivors and the s-secrets of clients that dropped before their masked input.
+  seed b_i (and, with active security, a long-term Ed25519 identity key whose
+  verification key every party pinned out of band); the server holds only public keys
+  until it reconstructs, at the end, the b_j of survivors and the s-secrets of clients
+  that dropped before their masked input.
 - The server sees public keys, AES-GCM ciphertexts of shares (it routes them but holds
   no c-secret), masked vectors that are uniform in Z_2^k one by one, and at the end
   fewer than t shares of any secret it must not have: for no client does it receive
-  both t b-shares and t s-shares, because each client answers one request only and
-  refuses to give both shares of one client.
+  both t b-shares and t s-shares, because each client answers one request only,
+  refuses to give both shares of one client, and t > g/2 (g the group size; a lower t
+  needs ``insecure_allow_low_threshold=True``).
+- A server that deviates: every check Bonawitz et al. ask of a client is made by the
+  client (|U1|, |U2|, |U3| >= t within its share group), so withholding routed shares or
+  unmasking requests ends in NotEnoughClientsError, never in a client masked by its self
+  mask alone. The neighbour graph is derived by every client from the session, the round
+  and the client count (:func:`graph_seed_for`): the server cannot grind it (a seed the
+  server picks, or a hash of the keys it chooses to forward, can be ground). Without
+  active security the server can still substitute public keys (it relays them
+  unauthenticated) and so read a client's shares: the default is secure against an
+  honest-but-curious server only. With ``active_security=True`` keys are signed under
+  pinned identity keys (a swapped or replayed key fails with IntegrityError) and a
+  client answers only a request consistent with a U3 that t members of its group signed.
 - Collusion: the server together with t - 1 clients of a share group learns nothing
-  individual; t clients of G(i) colluding with the server learn x_i. A server that
-  lies about who dropped (an active server; this is the semi-honest variant, without
-  Bonawitz's consistency check) could ask disjoint halves of the survivors for
-  different share kinds, which the default t = floor(2g/3) + 1 > g/2 (g the group
-  size) rules out. The neighbour graph is drawn by the server (semi-honest, as in
-  Bell et al.'s semi-honest setting).
+  individual; t clients of G(i) colluding with the server learn x_i. A server lying
+  about dropouts with c colluding clients in a group needs t <= (g + c) / 2 to obtain
+  both share kinds of one client; the default t = floor(2g/3) + 1 holds up to
+  c < g/3.
 - Dropouts: any client may drop at any stage; the round completes while every share
   group keeps at least t live members at each stage, else NotEnoughClientsError and
   nothing is revealed.
@@ -58,10 +85,11 @@ Threat model:
 
 Costs: upload 4 bytes per parameter for k = 32 (8 for k = 64) plus about 140 bytes per
 member of the share group (a 92-byte encrypted share pair and a 40-byte unmasking share
-each, 64 bytes of keys and a 32-byte commitment once); the client expands one PRG
-stream per neighbour plus its self mask, whole-array, in place
-(:func:`apply_masks`). The server also sees H(b_i), a SHA-256 commitment that lets it
-check the b_i it rebuilds (b_i is 256 uniform bits: the hash reveals nothing useful).
+each, 65 bytes of keys and a 32-byte commitment once; active security adds 128 bytes of
+signatures); the client expands one PRG stream per neighbour plus its self mask,
+whole-array, in place (:func:`apply_masks`). The server also sees H(b_i), a SHA-256
+commitment that lets it check the b_i it rebuilds (b_i is 256 uniform bits: the hash
+reveals nothing useful).
 """
 
 from __future__ import annotations
@@ -139,8 +167,11 @@ class PairwiseConfig:
     ``ring_bits`` k (32 or 64); ``clip`` the accepted |x|; ``frac_bits`` None plans the
     most fractional bits the bit budget allows for the round's client count;
     ``threshold`` t of the Shamir sharing within a share group (None: floor(2g/3) + 1,
-    g the group size); ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph);
-    ``min_clients`` fewest inputs in a revealed sum (never below t).
+    g the group size; t <= g/2 is refused unless ``insecure_allow_low_threshold``);
+    ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph); ``min_clients`` fewest
+    inputs in a revealed sum (never below t); ``session`` a public string fixed when the
+    clients enrol, bound into the neighbour graph and every signature; ``active_security``
+    Bonawitz et al.'s malicious-server variant (signed keys, consistency check).
     """
 
     ring_bits: int = 32
@@ -1355,13 +1386,16 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     }
     threat_model = ThreatModel(
         keys="each client: two X25519 key pairs (share encryption, mask agreement) and a self-mask "
-        "seed, fresh per round; the server: public keys only until unmasking",
+        "seed, fresh per round (with active security also a long-term Ed25519 identity key, "
+        "pinned by every party); the server: public keys only until unmasking",
         server_sees="public keys, AES-GCM ciphertexts of shares, uniformly masked vectors; at "
         "unmasking the self-mask seeds of survivors and the mask keys of dropped clients, never both",
         collusion="the server with t clients of a share group learns that group's inputs",
         dropouts="any stage, while each share group keeps t live members (t = floor(2g/3) + 1 by default)",
         min_clients=2,
-        notes="semi-honest server (no consistency-check round); min revealed = max(min_clients, t)",
+        notes="every client checks |U1|, |U2|, |U3| >= t and derives the neighbour graph itself; "
+        "without active_security the server can swap public keys (honest-but-curious only); "
+        "min revealed = max(min_clients, t)",
     )
 
     def make_parties(
