@@ -670,6 +670,10 @@ class _ThresholdMixin:
     aggregate_holder = SERVER
     provisioning = "dealer"
     Config = ThresholdPaillierConfig
+    state_types: ClassVar[tuple[type, ...]] = (
+        ThresholdClient, ThresholdServer, Layout, PublicKeyMessage, Federation,
+        tp.ThresholdPublicKey, tp.KeyShare, ThresholdPaillierConfig,
+    )  # fmt: skip
     # Test rounds have two clients: a 2-of-2 committee, which the dealer-free generation
     # cannot make (it needs c >= 2t - 1), so the fast path is the labelled insecure dealer.
     fast_config: ClassVar[dict[str, Any]] = {
