@@ -156,7 +156,8 @@ def run_protocol(
     from protocols.runtime.flower import SecAggWorkflow, simulate
 
     config = dict(protocols.get(name).fast_config) if quick else {}
-    workflow = SecAggWorkflow(name, config)
+    # Costs only: two-server's A and B share the ServerApp process here (not a deployment).
+    workflow = SecAggWorkflow(name, config, insecure_single_operator=True)
     began = time.perf_counter()
     run = simulate([workflow] * rounds, Trainer(n_clients), initial=_task()["initial"], n_clients=n_clients)
     total = time.perf_counter() - began

@@ -73,6 +73,7 @@ from secagg.errors import (
 from secagg.observe import Reading
 from secagg.party import KEY_HOLDER, SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.state import LeafCodec
 from secagg.wire import Payload, Reader, Writer
 
 PRESETS = ("planned", "nvflare")
@@ -610,6 +611,18 @@ class CkksKeyHolder(Party):
         return [Holding("context", self._context, secret=True)]
 
 
+def _context_bytes(context: ts.Context) -> bytes:
+    """A TenSEAL context with exactly the keys it has (asking for a missing one crashes)."""
+    return bytes(
+        context.serialize(
+            save_public_key=bool(context.has_public_key()),
+            save_secret_key=bool(context.has_secret_key()),
+            save_galois_keys=bool(context.has_galois_keys()),
+            save_relin_keys=bool(context.has_relin_keys()),
+        )
+    )
+
+
 class CKKS(Protocol[CKKSConfig]):
     """Clients encrypt with a shared CKKS key; the server adds; a key holder decrypts."""
 
@@ -628,6 +641,10 @@ class CKKS(Protocol[CKKSConfig]):
     input_bound_field = "clip"
     # Every client shares one secret context, made once by the key holder's node.
     provisioning = "dealer"
+    state_types: ClassVar[tuple[type, ...]] = (CkksClient, CkksServer, CkksKeyHolder, CkksParameters)
+    state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
+        LeafCodec("tenseal-context", ts.Context, _context_bytes, ts.context_from),
+    )
     threat_model = ThreatModel(
         keys="one CKKS secret key shared by all clients and the key holder (provisioned out of band); "
         "the server holds only the parameters",

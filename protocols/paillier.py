@@ -104,6 +104,7 @@ from secagg.errors import (
 from secagg.observe import Reading
 from secagg.party import KEY_HOLDER, SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.state import LeafCodec
 from secagg.wire import Payload, Reader, Writer
 
 # NIST SP 800-57 Part 1 Rev. 5, Table 2: factoring modulus size -> security strength.
@@ -1019,6 +1020,45 @@ _THREAT_MODEL = ThreatModel(
 )
 
 
+_MAX_KEY_BYTES = 2048  # 16384-bit moduli at most
+
+
+def _public_key_bytes(key: paillier.PaillierPublicKey) -> bytes:
+    return Writer().blob(int(key.n).to_bytes((int(key.n).bit_length() + 7) // 8, "big")).to_bytes()
+
+
+def _public_key_from(data: bytes) -> paillier.PaillierPublicKey:
+    reader = Reader(data, "Paillier public key")
+    n = int.from_bytes(reader.blob("n", _MAX_KEY_BYTES), "big")
+    reader.done()
+    if n < 3 or n % 2 == 0:
+        raise WireFormatError(f"Paillier public key: expected an odd modulus, got {n.bit_length()} bits")
+    return paillier.PaillierPublicKey(n)
+
+
+def _mpz_from(data: bytes) -> Any:
+    value = gmpy2.from_binary(data)
+    if type(value) is not type(gmpy2.mpz(0)) or len(data) > _MAX_KEY_BYTES * 2 + 2:
+        raise WireFormatError(f"expected a gmpy2 integer of at most {_MAX_KEY_BYTES * 2} bytes")
+    return value
+
+
+def _private_key_bytes(key: paillier.PaillierPrivateKey) -> bytes:
+    writer = Writer()
+    for value in (key.public_key.n, key.p, key.q):
+        writer.blob(int(value).to_bytes((int(value).bit_length() + 7) // 8, "big"))
+    return writer.to_bytes()
+
+
+def _private_key_from(data: bytes) -> paillier.PaillierPrivateKey:
+    reader = Reader(data, "Paillier private key")
+    n, p, q = (int.from_bytes(reader.blob(name, _MAX_KEY_BYTES), "big") for name in ("n", "p", "q"))
+    reader.done()
+    if p < 3 or q < 3 or p * q != n:
+        raise WireFormatError("Paillier private key: expected primes p, q with p * q = n")
+    return paillier.PaillierPrivateKey(paillier.PaillierPublicKey(n), p, q)
+
+
 class _PaillierBase(Protocol[PaillierConfig]):
     stages = ("keys", "precompute", "upload", "aggregate", "decrypt")
     offline_stages = frozenset({"precompute"})
@@ -1037,6 +1077,14 @@ class _PaillierBase(Protocol[PaillierConfig]):
     # The key holder's node deals: it holds the secret key anyway, and the client
     # parties it deals carry only the public key.
     provisioning = "dealer"
+    state_types: ClassVar[tuple[type, ...]] = (
+        PaillierClient, PaillierServer, PaillierKeyHolder, Layout, PublicKeyMessage
+    )
+    state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
+        LeafCodec("phe-public-key", paillier.PaillierPublicKey, _public_key_bytes, _public_key_from),
+        LeafCodec("phe-private-key", paillier.PaillierPrivateKey, _private_key_bytes, _private_key_from),
+        LeafCodec("gmpy2-mpz", type(gmpy2.mpz(0)), lambda v: gmpy2.to_binary(v), _mpz_from),
+    )
 
     def make_parties(
         self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec

@@ -958,6 +958,7 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"
+    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer)
     # At unmasking the server rebuilds survivors' self-mask seeds and dropped clients'
     # key-agreement secrets (never both for one client).
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {

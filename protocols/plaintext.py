@@ -128,6 +128,7 @@ class _Plaintext(Protocol[PlaintextConfig]):
     is_baseline = True
     # No keys: every node builds its own parties.
     provisioning = "local"
+    state_types: ClassVar[tuple[type, ...]] = (PlainClient, PlainServer)
     threat_model = ThreatModel(
         keys="none",
         server_sees="every client's update in the clear",

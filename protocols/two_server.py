@@ -525,6 +525,7 @@ class TwoServer(Protocol[TwoServerConfig]):
     input_bound_field = "clip"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
+    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB)
     # B opens the seeds sealed to it: its own private key is the one secret a server holds.
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {SERVER_B: frozenset({"x25519_private_key"})}
     threat_model = ThreatModel(

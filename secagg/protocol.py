@@ -34,6 +34,7 @@ from secagg.encoding import FixedPoint
 from secagg.errors import ConfigError, UnknownProtocolError
 from secagg.observe import Observation, Reading, aggregate_observation, message_observation, read_payload
 from secagg.party import SERVER, Party, View, is_client
+from secagg.state import LeafCodec, StateCodec
 from secagg.wire import Payload
 
 AggregateKind = Literal["sum", "weighted_mean"]
@@ -103,6 +104,11 @@ class Protocol(Generic[C]):
     # Secret holdings each server has by design (by party id): anything else a server
     # declares secret breaks the holdings contract.
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {}
+    # What a party's state is made of beyond plain values and numpy, for a runtime that
+    # keeps parties as bytes (secagg.state): the classes (parties, configs, records) and
+    # the foreign key types with their byte codecs. Nothing else loads.
+    state_types: ClassVar[tuple[type, ...]] = ()
+    state_leaves: ClassVar[tuple[LeafCodec, ...]] = ()
 
     config: C
 
@@ -147,6 +153,10 @@ class Protocol(Generic[C]):
             return self
         config = dataclasses.replace(self.config, **{self.input_bound_field: float(bound)})  # type: ignore[type-var]
         return type(self)(config)
+
+    def state_codec(self) -> StateCodec:
+        """The codec that turns this protocol's parties into bytes and back (:mod:`secagg.state`)."""
+        return StateCodec((RoundSpec, type(self.config), *self.state_types), self.state_leaves)
 
     # -- what observers take from views ---------------------------------------------------
 

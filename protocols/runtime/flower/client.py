@@ -33,30 +33,39 @@ message to another worker process, and the state must stay on the node.
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import protocols
 from protocols.runtime.flower.transport import (
-    InboundChecker,
+    DeliveryChecks,
+    NodeState,
     Refused,
+    dump_node,
     dump_parties,
     dump_state,
+    load_node,
     load_state,
     new_provisioning_key,
     open_sealed,
     seal,
+    seal_context,
+    sign_dealt,
+    sign_provision_key,
+    sign_server_parties,
     update_ref,
+    verify_dealt,
+    verify_provision_key,
 )
+from secagg import signing
 from secagg.errors import ConfigError, IntegrityError, ProtocolStateError
 from secagg.party import KEY_HOLDER, Party, is_client
 from secagg.protocol import PROVISIONING_MODES, Protocol, RoundSpec
-from secagg.wire import encode_message
+from secagg.wire import encode_message, peek_header
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -68,9 +77,61 @@ STATE_KEY = "secagg"
 TrainFn = Callable[[int, np.ndarray, int], tuple[np.ndarray, float]]
 
 
-def seal_context(round_id: int, party_id: int) -> bytes:
-    """Associated data binding a sealed setup to its round and party."""
-    return struct.pack(">II", round_id, party_id)
+@dataclass(frozen=True)
+class Trust:
+    """The long-term keys of a deployment, made and handed out by its operator out of band.
+
+    Each node's configuration holds its own Ed25519 identity key and pins the dealers'
+    verification keys; the dealer node (partition 0) also holds the dealer signing key
+    and pins every node's identity key. The server holds none of the private keys, so it
+    can neither advertise a provisioning key in a node's name nor deal in the dealer's.
+    ``server_b_private`` is the second server's dealing key (two-server), held by B.
+    """
+
+    identity_private: tuple[bytes, ...]
+    identity_public: tuple[bytes, ...]
+    dealer_private: bytes
+    dealer_public: bytes
+    server_b_private: bytes
+    server_b_public: bytes
+
+    @classmethod
+    def generate(cls, n_nodes: int) -> Trust:
+        pairs = [signing.generate_signing_keypair() for _ in range(n_nodes)]
+        dealer = signing.generate_signing_keypair()
+        server_b = signing.generate_signing_keypair()
+        return cls(
+            tuple(private for private, _ in pairs),
+            tuple(public for _, public in pairs),
+            dealer[0],
+            dealer[1],
+            server_b[0],
+            server_b[1],
+        )
+
+    def node(self, partition: int) -> NodeKeys:
+        """What node ``partition``'s configuration holds."""
+        if not 0 <= partition < len(self.identity_private):
+            raise ConfigError(f"expected a partition in [0, {len(self.identity_private)}), got {partition}")
+        dealer = partition == DEALER_PARTITION
+        return NodeKeys(
+            identity_private=self.identity_private[partition],
+            dealer_public=self.dealer_public,
+            server_b_public=self.server_b_public,
+            dealer_private=self.dealer_private if dealer else b"",
+            node_publics=self.identity_public if dealer else (),
+        )
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """One node's keys: its identity key, and the verification keys it pins."""
+
+    identity_private: bytes
+    dealer_public: bytes
+    server_b_public: bytes
+    dealer_private: bytes = b""
+    node_publics: tuple[bytes, ...] = ()
 
 
 def protocol_from(name: str, config: dict[str, Any] | None) -> Protocol:
@@ -98,16 +159,26 @@ def provisioning_of(protocol: Protocol[Any]) -> str:
 
 @dataclass
 class Dealt:
-    """One round's parties as a dealer built them: what it keeps and what it seals."""
+    """One round's parties as a dealer built them: what it keeps, seals and signs."""
 
     server_side: dict[int, Party]
     key_holder: Party | None
     sealed: list[bytes]
     known: list[int]
+    signatures: list[bytes]
+    server_blob: bytes
+    server_signature: bytes
 
 
 def deal_round(
-    protocol: Protocol, spec: RoundSpec, weights: Sequence[float], node_keys: Sequence[bytes]
+    protocol: Protocol,
+    spec: RoundSpec,
+    weights: Sequence[float],
+    node_keys: Sequence[bytes],
+    *,
+    dealer_private: bytes,
+    key_signatures: Sequence[bytes] | None = None,
+    node_publics: Sequence[bytes] | None = None,
 ) -> Dealt:
     """Run ``make_parties`` once with a stand-in per client update and seal each client its party.
 
@@ -118,6 +189,14 @@ def deal_round(
     """
     if len(node_keys) != spec.n_clients:
         raise ConfigError(f"deal: expected {spec.n_clients} provisioning keys, got {len(node_keys)}")
+    if key_signatures is not None or node_publics is not None:
+        # Every key is checked before anything is made: a swapped key gets no secret.
+        if key_signatures is None or node_publics is None or len(node_publics) != spec.n_clients:
+            raise ConfigError(f"deal: expected {spec.n_clients} pinned identity keys and key signatures")
+        if len(key_signatures) != spec.n_clients:
+            raise IntegrityError(f"deal: expected {spec.n_clients} key signatures, got {len(key_signatures)}")
+        for j in range(spec.n_clients):
+            verify_provision_key(node_publics[j], spec.round_id, j, node_keys[j], key_signatures[j])
     inputs = _placeholders(spec.n_clients, spec.n_params)
     refs = {id(array): update_ref(j) for j, array in enumerate(inputs)}
     parties = {p.party_id: p for p in protocol.make_parties(inputs, _weights_for(protocol, weights), spec)}
@@ -132,7 +211,7 @@ def deal_round(
     for j in range(spec.n_clients):
         if j not in parties:
             raise ProtocolStateError(f"{protocol.name}: make_parties built no party for client {j}")
-        blob, referenced = dump_state({j: parties[j]}, placeholders=refs)
+        blob, referenced = dump_state(protocol, {j: parties[j]}, placeholders=refs)
         if referenced != {update_ref(j)}:
             raise ConfigError(
                 f"{protocol.name}: client {j}'s party must keep the update array it was given "
@@ -140,23 +219,14 @@ def deal_round(
                 f"A protocol whose parties share no keys may declare flower_provisioning 'local'."
             )
         sealed.append(seal(blob, recipient_public=node_keys[j], context=seal_context(spec.round_id, j)))
-    # The server parties must not hold any client's update (they are dumped to check).
-    dump_parties(server_side)
-    return Dealt(server_side, parties.get(KEY_HOLDER), sealed, sorted(parties))
-
-
-@dataclass
-class NodeState:
-    """What a client node keeps between Flower messages (never sent anywhere)."""
-
-    partition: int
-    round_id: int = -1
-    update: np.ndarray | None = None
-    weight: float = 1.0
-    provision_private: bytes = b""
-    parties: dict[int, Party] = field(default_factory=dict)
-    seen: set[tuple[int, int, int, int]] = field(default_factory=set)
-    known: frozenset[int] = frozenset()
+    known = sorted(parties)
+    signatures = [sign_dealt(dealer_private, spec.round_id, j, blob, known) for j, blob in enumerate(sealed)]
+    # The server parties must not hold any client's update (dump_parties checks).
+    server_blob = dump_parties(protocol, server_side)
+    server_signature = sign_server_parties(dealer_private, spec.round_id, server_blob)
+    return Dealt(
+        server_side, parties.get(KEY_HOLDER), sealed, known, signatures, server_blob, server_signature
+    )
 
 
 def _placeholders(n_clients: int, n_params: int) -> list[np.ndarray]:
@@ -183,12 +253,16 @@ def _weights_for(protocol: Protocol, weights: Sequence[float]) -> list[float] | 
 class SecAggNode:
     """One client node: the operations of the module docstring, over bytes and arrays."""
 
-    def __init__(self, protocol: Protocol, state: NodeState) -> None:
+    def __init__(self, protocol: Protocol, state: NodeState, keys: NodeKeys) -> None:
         self.protocol = protocol
         self.state = state
+        self.keys = keys
 
     # -- training ---------------------------------------------------------------
-    def train(self, round_id: int, global_params: np.ndarray, train_fn: TrainFn) -> tuple[float, bytes]:
+    def train(
+        self, round_id: int, global_params: np.ndarray, train_fn: TrainFn
+    ) -> tuple[float, bytes, bytes]:
+        """Train; (sample count, provisioning public key, its signature by this node's identity)."""
         update, weight = train_fn(self.state.partition, global_params, round_id)
         update = np.asarray(update, dtype=np.float64).reshape(-1)
         if update.size != global_params.size:
@@ -204,7 +278,8 @@ class SecAggNode:
         self.state.provision_private = private
         self.state.parties = {}
         self.state.seen = set()
-        return float(weight), public
+        signature = sign_provision_key(self.keys.identity_private, round_id, self.state.partition, public)
+        return float(weight), public, signature
 
     def _require_round(self, round_id: int) -> np.ndarray:
         if self.state.round_id != round_id or self.state.update is None:
@@ -229,26 +304,46 @@ class SecAggNode:
         self.state.known = frozenset(parties)
 
     def deal(
-        self, spec: RoundSpec, weights: Sequence[float], node_keys: Sequence[bytes]
-    ) -> tuple[bytes, list[bytes], list[int]]:
-        """The dealer node: (server-side parties, sealed client parties, all party ids)."""
+        self,
+        spec: RoundSpec,
+        weights: Sequence[float],
+        node_keys: Sequence[bytes],
+        signatures: Sequence[bytes],
+    ) -> Dealt:
+        """The dealer node: verify every node's key, deal, keep its own party and the key holder."""
         self._require_round(spec.round_id)
-        if self.state.partition != DEALER_PARTITION:
+        if self.state.partition != DEALER_PARTITION or not self.keys.dealer_private:
             raise ProtocolStateError(f"node {self.state.partition} asked to deal; expected the dealer node")
-        dealt = deal_round(self.protocol, spec, weights, node_keys)
-        own = dealt.sealed[self.state.partition]
-        self.provision(spec, weights, own, dealt.known)
+        dealt = deal_round(
+            self.protocol,
+            spec,
+            weights,
+            node_keys,
+            dealer_private=self.keys.dealer_private,
+            key_signatures=signatures,
+            node_publics=self.keys.node_publics,
+        )
+        i = self.state.partition
+        self.provision(spec, weights, dealt.sealed[i], dealt.known, dealt.signatures[i])
         if dealt.key_holder is not None:
             self.state.parties[KEY_HOLDER] = dealt.key_holder
-        # Its own blob stays here: nothing to send.
-        sealed = [b"" if j == self.state.partition else blob for j, blob in enumerate(dealt.sealed)]
-        return dump_parties(dealt.server_side), sealed, dealt.known
+        return dealt
 
     def provision(
-        self, spec: RoundSpec, weights: Sequence[float], sealed: bytes, known: Sequence[int]
+        self,
+        spec: RoundSpec,
+        weights: Sequence[float],
+        sealed: bytes,
+        known: Sequence[int],
+        signature: bytes,
+        *,
+        dealer: str = "dealer",
     ) -> None:
+        """Verify the dealer's signature (under the pinned key), then open and load the party."""
         update = self._require_round(spec.round_id)
         i = self.state.partition
+        pinned = self.keys.server_b_public if dealer == "server-b" else self.keys.dealer_public
+        verify_dealt(pinned, spec.round_id, i, sealed, list(known), signature)
         blob = open_sealed(
             sealed, recipient_private=self.state.provision_private, context=seal_context(spec.round_id, i)
         )
@@ -257,8 +352,15 @@ class SecAggNode:
 
     def _load_hosted(self, blob: bytes, own_input: np.ndarray) -> None:
         i = self.state.partition
-        hosted, loaded = load_state(blob, references={update_ref(i): own_input})
-        if loaded != {update_ref(i)} or not isinstance(hosted, dict) or i not in hosted:
+        hosted, loaded = load_state(
+            self.protocol, blob, references={update_ref(i): own_input}, what="dealt party"
+        )
+        if (
+            loaded != {update_ref(i)}
+            or not isinstance(hosted, dict)
+            or set(hosted) != {i}
+            or not isinstance(hosted[i], Party)
+        ):
             raise IntegrityError(f"node {i}: the dealt party does not hold this node's update")
         self.state.parties = hosted
 
@@ -271,11 +373,12 @@ class SecAggNode:
             )
         if not self.state.parties:
             raise ProtocolStateError(f"node {self.state.partition}: stage {stage!r} before setup")
-        checker = InboundChecker(self.protocol, self.state.round_id, self.state.known, self.state.seen)
+        checker = DeliveryChecks(self.protocol, self.state.round_id, self.state.known, self.state.seen)
         inboxes: dict[int, list[Any]] = {pid: [] for pid in self.state.parties}
         refused: list[str] = []
         for index, raw in enumerate(inbox):
-            recipient = int.from_bytes(raw[18:22], "big") if len(raw) >= 22 else -1
+            header = peek_header(raw)
+            recipient = header.recipient if header is not None else -1
             if recipient not in inboxes:
                 refused.append(f"{index}:not hosted here")
                 continue
@@ -313,52 +416,67 @@ class SecAggNode:
 # -- the Flower ClientApp ----------------------------------------------------------
 
 
-def _load_node(context: Any, partition: int) -> NodeState:
+def _load_node(context: Any, protocol: Protocol, partition: int) -> NodeState:
     record = context.state.get(STATE_KEY) if STATE_KEY in context.state else None
     if record is None:
         return NodeState(partition=partition)
-    state, _ = load_state(bytes(record["blob"]))
-    if not isinstance(state, NodeState) or state.partition != partition:
-        raise IntegrityError(f"node state of partition {partition} is not a NodeState for it")
+    if str(record["protocol"]) != protocol.name:
+        # Another protocol's round left this state: nothing of it carries over.
+        return NodeState(partition=partition)
+    state = load_node(protocol, bytes(record["blob"]))
+    if state.partition != partition:
+        raise IntegrityError(f"node state of partition {state.partition} loaded on partition {partition}")
     return state
 
 
-def _save_node(context: Any, state: NodeState) -> None:
+def _save_node(context: Any, protocol: Protocol, state: NodeState) -> None:
     from flwr.app import ConfigRecord
 
-    blob, _ = dump_state(state)
-    context.state[STATE_KEY] = ConfigRecord({"blob": blob})
+    context.state[STATE_KEY] = ConfigRecord({"protocol": protocol.name, "blob": dump_node(protocol, state)})
 
 
 def _floats(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f8").copy()
 
 
-def make_client_app(train_fn: TrainFn) -> ClientApp:
+def make_client_app(train_fn: TrainFn, trust: Trust | Callable[[int], NodeKeys]) -> ClientApp:
     """A Flower ``ClientApp`` running the client side of any registered protocol around ``train_fn``.
 
     ``train_fn(partition, global_params, round) -> (update, sample_count)`` is the user's
     local training (numpy in, numpy out); it runs on the node and its update never
     leaves the node except through the protocol. Which protocol (and its config) a
     round uses comes with each message, so one simulation can run several protocols.
+    ``trust`` gives each node its configured keys (:class:`Trust`, or a function from
+    partition to :class:`NodeKeys`); the ServerApp never receives it.
     """
     from flwr.app import ConfigRecord, Context, Message, RecordDict
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
 
+    keys_of = trust.node if isinstance(trust, Trust) else trust
+
     def _node(context: Context, record: Any) -> SecAggNode:
         partition = int(context.node_config["partition-id"])
         protocol = protocol_from(str(record["protocol"]), json.loads(str(record["config"])))
-        return SecAggNode(protocol, _load_node(context, partition))
+        return SecAggNode(protocol, _load_node(context, protocol, partition), keys_of(partition))
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
         record: Any = message.content["secagg"]
         node = _node(context, record)
-        weight, public = node.train(int(record["round"]), _floats(bytes(record["params"])), train_fn)
-        _save_node(context, node.state)
-        reply = ConfigRecord({"partition": node.state.partition, "weight": weight, "provision_key": public})
+        weight, public, signature = node.train(
+            int(record["round"]), _floats(bytes(record["params"])), train_fn
+        )
+        _save_node(context, node.protocol, node.state)
+        reply = ConfigRecord(
+            {
+                "partition": node.state.partition,
+                "weight": weight,
+                "provision_key": public,
+                "key_signature": signature,
+            }
+        )
         return Message(RecordDict({"secagg": reply}), reply_to=message)
 
     @app.query("secagg")
@@ -375,10 +493,30 @@ def make_client_app(train_fn: TrainFn) -> ClientApp:
             if op == "setup":
                 node.setup_local(spec, weights)
             elif op == "deal":
-                server_blob, sealed, known = node.deal(spec, weights, [bytes(k) for k in record["keys"]])
-                reply.update(server_parties=server_blob, sealed=sealed, known=known)
+                dealt = node.deal(
+                    spec,
+                    weights,
+                    [bytes(k) for k in record["keys"]],
+                    [bytes(k) for k in record["key_signatures"]],
+                )
+                # Its own party stays here: nothing to send.
+                own = node.state.partition
+                reply.update(
+                    server_parties=dealt.server_blob,
+                    server_signature=dealt.server_signature,
+                    sealed=[b"" if j == own else blob for j, blob in enumerate(dealt.sealed)],
+                    signatures=[b"" if j == own else sig for j, sig in enumerate(dealt.signatures)],
+                    known=dealt.known,
+                )
             else:
-                node.provision(spec, weights, bytes(record["sealed"]), [int(k) for k in record["known"]])
+                node.provision(
+                    spec,
+                    weights,
+                    bytes(record["sealed"]),
+                    [int(k) for k in record["known"]],
+                    bytes(record["signature"]),
+                    dealer=str(record["dealer"]),
+                )
         elif op == "stage":
             inbox = [bytes(raw) for raw in record["inbox"]] if "inbox" in record else []
             outgoing, refused, seconds = node.stage(str(record["stage"]), inbox)
@@ -393,7 +531,7 @@ def make_client_app(train_fn: TrainFn) -> ClientApp:
             reply.update(aggregate=aggregate.astype("<f8").tobytes(), included=list(included) or [-1])
         else:
             raise ConfigError(f"expected op hello/setup/deal/provision/stage/reveal, got {op!r}")
-        _save_node(context, node.state)
+        _save_node(context, node.protocol, node.state)
         return Message(RecordDict({"secagg": ConfigRecord(reply)}), reply_to=message)
 
     return app

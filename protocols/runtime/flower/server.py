@@ -42,18 +42,26 @@ from protocols.runtime.flower.client import (
     DEALER_PARTITION,
     PROVISIONING_MODES,
     TrainFn,
+    Trust,
     deal_round,
     make_client_app,
     protocol_from,
     provisioning_of,
 )
-from protocols.runtime.flower.transport import InboundChecker, Refused, WireLedger, load_parties, route_header
-from secagg.errors import ConfigError, ProtocolStateError, SecAggError
+from protocols.runtime.flower.transport import (
+    DeliveryChecks,
+    Refused,
+    WireLedger,
+    load_parties,
+    route_header,
+    verify_server_parties,
+)
+from secagg.errors import ConfigError, IntegrityError, ProtocolStateError, SecAggError
 from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, ViewRecorder, is_client, party_name
 from secagg.protocol import RoundSpec
 from secagg.round import Costs
 from secagg.router import TranscriptEntry
-from secagg.wire import encode_message
+from secagg.wire import encode_message, peek_header
 
 if TYPE_CHECKING:
     from flwr.app import Context, Message
@@ -97,6 +105,30 @@ class FlowerRun:
         raise ProtocolStateError(f"expected a result for round {round_id}, got none")
 
 
+@dataclass(frozen=True)
+class ServerKeys:
+    """What the server side is configured with: public keys it pins, and B's dealing key.
+
+    ``node_publics`` (nodes' identity keys) and ``dealer_public`` are public;
+    ``server_b_private`` is the second server's signing key, present only where B runs
+    (with two-server under Flower, in this process: ``insecure_single_operator``).
+    """
+
+    dealer_public: bytes
+    node_publics: tuple[bytes, ...]
+    server_b_private: bytes = b""
+
+    @classmethod
+    def of(cls, trust: Trust, *, with_server_b: bool) -> ServerKeys:
+        return cls(
+            trust.dealer_public, trust.identity_public, trust.server_b_private if with_server_b else b""
+        )
+
+
+class MalformedReply(SecAggError):
+    """A node's reply that does not parse as what was asked: the node is dropped."""
+
+
 def _content_bytes(message: Message) -> int:
     from flwr.common.serde import recorddict_to_proto
 
@@ -121,6 +153,7 @@ class SecAggWorkflow:
         provisioning: str | None = None,
         timeout: float | None = 600.0,
         dropouts: Mapping[int, str] | None = None,
+        insecure_single_operator: bool = False,
     ) -> None:
         self.protocol_name = protocol_name
         self.config = dict(config or {})
@@ -128,6 +161,16 @@ class SecAggWorkflow:
         self.provisioning = provisioning or provisioning_of(self.protocol)
         if self.provisioning not in PROVISIONING_MODES:
             raise ConfigError(f"provisioning must be one of {PROVISIONING_MODES}, got {self.provisioning!r}")
+        self.insecure_single_operator = insecure_single_operator
+        if len(self.protocol.server_ids) > 1 and not insecure_single_operator:
+            # Every server party would share this ServerApp process: whoever runs it holds
+            # all of them, and the non-collusion assumption is void.
+            raise ConfigError(
+                f"{self.protocol.name}: its {len(self.protocol.server_ids)} servers would all run in this "
+                f"one ServerApp process, so one operator holds every server's secrets and the protocol's "
+                f"non-collusion assumption does not hold; pass insecure_single_operator=True to run it "
+                f"anyway (testing only)"
+            )
         self.timeout = timeout
         # client -> stage: its node is not contacted from that stage on (the router's Dropout).
         self.dropouts = dict(dropouts or {})
@@ -192,6 +235,8 @@ class SecAggWorkflow:
         n_params: int,
         weights: Sequence[float],
         provision_keys: Sequence[bytes],
+        key_signatures: Sequence[bytes] = (),
+        keys: ServerKeys | None = None,
     ) -> FlowerRound:
         """``nodes[i]`` is the Flower node of client ``i``, already trained for ``round_id``."""
         protocol = self.protocol
@@ -205,7 +250,9 @@ class SecAggWorkflow:
             "n_params": n_params,
             "weights": [float(w) for w in weights],
         }
-        servers, known = self._provision(grid, nodes, spec, common, provision_keys, ledger)
+        servers, known = self._provision(
+            grid, nodes, spec, common, provision_keys, key_signatures, keys, ledger
+        )
 
         host: dict[int, int] = {i: node for i, node in enumerate(nodes)}
         if KEY_HOLDER in known:
@@ -217,16 +264,16 @@ class SecAggWorkflow:
             hosted_by[node].append(pid)
         queues: dict[int, list[tuple[bytes, str]]] = {pid: [] for pid in known}
         views = {sid: ViewRecorder(sid, party.role) for sid, party in servers.items()}
-        checker = InboundChecker(protocol, round_id, frozenset(known))
+        checker = DeliveryChecks(protocol, round_id, frozenset(known))
         seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         dropped: dict[int, str] = {}  # node -> why
 
         def route(sender: int, raw: bytes, stage: str) -> None:
-            recipient = int.from_bytes(raw[18:22], "big")
-            if recipient not in queues:
-                raise ProtocolStateError(f"{party_name(sender)} addressed unknown party {recipient:#x}")
+            header = peek_header(raw)
+            if header is None or header.recipient not in queues:
+                raise ProtocolStateError(f"{party_name(sender)} addressed an unknown party")
             ledger.sent(sender, raw)
-            queues[recipient].append((raw, stage))
+            queues[header.recipient].append((raw, stage))
 
         def take(pid: int, stage: str) -> list[bytes]:
             pending = [raw for raw, sent_in in queues[pid] if sent_in != stage]
@@ -286,19 +333,27 @@ class SecAggWorkflow:
             for node, (reply, down, up) in answered.items():
                 ledger.flower_bytes_down += down
                 ledger.flower_bytes_up += up
-                refused: dict[int, str] = {}
-                for note in reply["refused"] if "refused" in reply else []:
-                    position, _, reason = str(note).partition(":")
-                    refused[int(position)] = reason
+                try:
+                    parsed = _parse_stage_reply(
+                        reply, n_relayed=len(relayed[node]), hosted=hosted_by[node], known=queues
+                    )
+                except MalformedReply as exc:
+                    # A node that answers garbage has dropped out; the others go on.
+                    dropped[node] = f"{stage}: malformed reply ({exc})"
+                    for pid, raw in relayed[node]:
+                        ledger.delivered(
+                            stage, pid, raw, accepted=False, note="recipient dropped out", count=False
+                        )
+                    continue
+                refused, spent_by, outbox = parsed
                 for index, (pid, raw) in enumerate(relayed[node]):
                     ledger.delivered(
                         stage, pid, raw, accepted=index not in refused, note=refused.get(index, "")
                     )
-                for pid, spent in zip(reply["parties"], reply["seconds"], strict=True):
-                    seconds[int(pid)][stage] += float(spent)
-                for raw in reply["outbox"] if "outbox" in reply else []:
-                    sender, _ = route_header(bytes(raw), expected_sender=hosted_by[node])
-                    route(sender, bytes(raw), stage)
+                for pid, spent in spent_by.items():
+                    seconds[pid][stage] += spent
+                for sender, raw in outbox:
+                    route(sender, raw, stage)
 
         aggregate, included = self._reveal(grid, servers, host, dropped)
         if protocol.aggregate_kind == "sum" and included:
@@ -327,6 +382,8 @@ class SecAggWorkflow:
         spec: RoundSpec,
         common: dict[str, Any],
         provision_keys: Sequence[bytes],
+        key_signatures: Sequence[bytes],
+        keys: ServerKeys | None,
         ledger: WireLedger,
     ) -> tuple[dict[int, Party], list[int]]:
         protocol = self.protocol
@@ -342,29 +399,64 @@ class SecAggWorkflow:
             replies = self._exchange(grid, {node: {**common, "op": "setup"} for node in nodes})
             self._count_setup(ledger, replies)
             return servers, sorted(parties)
-        if len(provision_keys) != len(nodes):
-            raise ConfigError(f"expected {len(nodes)} provisioning keys, got {len(provision_keys)}")
+        if len(provision_keys) != len(nodes) or len(key_signatures) != len(nodes):
+            raise ConfigError(
+                f"expected {len(nodes)} provisioning keys and signatures, "
+                f"got {len(provision_keys)} and {len(key_signatures)}"
+            )
+        if keys is None:
+            raise ConfigError(
+                f"{protocol.name}: {self.provisioning} provisioning needs the deployment's ServerKeys"
+            )
         weights = list(common["weights"])
         if self.provisioning == "server-b":
-            # B deals (in a real deployment, in B's own process): its key stays with it.
-            dealt = deal_round(protocol, spec, weights, provision_keys)
+            # B deals with its own signing key (insecure_single_operator: B shares this process).
+            if not keys.server_b_private:
+                raise ConfigError(f"{protocol.name}: server-b provisioning needs server B's signing key")
+            dealt = deal_round(
+                protocol,
+                spec,
+                weights,
+                provision_keys,
+                dealer_private=keys.server_b_private,
+                key_signatures=key_signatures,
+                node_publics=keys.node_publics,
+            )
             if dealt.key_holder is not None:
                 raise ConfigError(f"{protocol.name}: a KEY_HOLDER must be dealt by a client node")
-            servers, known, sealed, skip = dealt.server_side, dealt.known, dealt.sealed, None
+            servers, known, skip = dealt.server_side, dealt.known, None
+            sealed, signatures = dealt.sealed, dealt.signatures
         else:
             dealer = nodes[DEALER_PARTITION]
-            deal = {**common, "op": "deal", "keys": [bytes(k) for k in provision_keys]}
+            deal = {
+                **common,
+                "op": "deal",
+                "keys": [bytes(k) for k in provision_keys],
+                "key_signatures": [bytes(k) for k in key_signatures],
+            }
             replies = self._exchange(grid, {dealer: deal})
             self._count_setup(ledger, replies)
             reply = replies[dealer][0]
-            servers = load_parties(bytes(reply["server_parties"]))
+            blob = bytes(reply["server_parties"])
+            verify_server_parties(keys.dealer_public, spec.round_id, blob, bytes(reply["server_signature"]))
+            servers = load_parties(protocol, blob)
             known = [int(k) for k in reply["known"]]
-            sealed = [bytes(blob) for blob in reply["sealed"]]
+            sealed = [bytes(item) for item in reply["sealed"]]
+            signatures = [bytes(item) for item in reply["signatures"]]
             skip = DEALER_PARTITION
+            if len(sealed) != len(nodes) or len(signatures) != len(nodes):
+                raise IntegrityError(f"dealer: expected {len(nodes)} sealed parties, got {len(sealed)}")
         if set(servers) != set(protocol.server_ids):
             raise ProtocolStateError(f"dealt parties {sorted(servers)}, expected {list(protocol.server_ids)}")
         others = {
-            node: {**common, "op": "provision", "sealed": sealed[i], "known": known}
+            node: {
+                **common,
+                "op": "provision",
+                "sealed": sealed[i],
+                "signature": signatures[i],
+                "known": known,
+                "dealer": self.provisioning,
+            }
             for i, node in enumerate(nodes)
             if i != skip
         }
@@ -414,6 +506,38 @@ class SecAggWorkflow:
         }
 
 
+def _parse_stage_reply(
+    reply: Any, *, n_relayed: int, hosted: Sequence[int], known: Mapping[int, Any]
+) -> tuple[dict[int, str], dict[int, float], list[tuple[int, bytes]]]:
+    """A node's stage reply, checked: (refused position -> reason, seconds per hosted party,
+    (sender, raw) of each outgoing message). Anything else raises :class:`MalformedReply`."""
+    try:
+        refused: dict[int, str] = {}
+        for note in reply["refused"] if "refused" in reply else []:
+            position, colon, reason = str(note).partition(":")
+            if not colon or not position.isdigit() or not 0 <= int(position) < n_relayed:
+                raise MalformedReply(f"expected refusal notes 'index:reason' with index < {n_relayed}")
+            refused[int(position)] = reason
+        pids = [int(pid) for pid in reply["parties"]]
+        spent = [float(value) for value in reply["seconds"]]
+        if len(pids) != len(spent) or set(pids) - set(hosted):
+            raise MalformedReply(f"expected seconds for parties among {sorted(hosted)}, got {pids}")
+        if not all(np.isfinite(value) and value >= 0 for value in spent):
+            raise MalformedReply("expected finite non-negative seconds")
+        outbox: list[tuple[int, bytes]] = []
+        for item in reply["outbox"] if "outbox" in reply else []:
+            raw = bytes(item)
+            sender, recipient = route_header(raw, expected_sender=hosted)
+            if recipient not in known:
+                raise MalformedReply(f"a message addressed to an unknown party {party_name(recipient)}")
+            outbox.append((sender, raw))
+    except MalformedReply:
+        raise
+    except (SecAggError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise MalformedReply(f"{type(exc).__name__}: {exc}") from None
+    return refused, dict(zip(pids, spent, strict=True)), outbox
+
+
 def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < count:
@@ -431,6 +555,7 @@ def make_server_app(
     initial: np.ndarray,
     n_nodes: int,
     run: FlowerRun,
+    keys: ServerKeys,
     keep_going: bool = False,
 ) -> ServerApp:
     """A ``ServerApp`` training by FedAvg, round ``r`` aggregated with ``schedule[r]``.
@@ -458,7 +583,7 @@ def make_server_app(
             for round_id, workflow in enumerate(schedule):
                 began = time.perf_counter()
                 try:
-                    outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params)
+                    outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params, keys)
                 except SecAggError as exc:
                     if not keep_going:
                         raise
@@ -476,7 +601,12 @@ def make_server_app(
 
 
 def _train_and_aggregate(
-    workflow: SecAggWorkflow, grid: Grid, nodes: Sequence[int], round_id: int, params: np.ndarray
+    workflow: SecAggWorkflow,
+    grid: Grid,
+    nodes: Sequence[int],
+    round_id: int,
+    params: np.ndarray,
+    server_keys: ServerKeys,
 ) -> FlowerRound:
     trained = workflow._exchange(
         grid,
@@ -485,8 +615,16 @@ def _train_and_aggregate(
     )
     weights = [float(trained[node][0]["weight"]) for node in nodes]
     keys = [bytes(trained[node][0]["provision_key"]) for node in nodes]
+    signatures = [bytes(trained[node][0]["key_signature"]) for node in nodes]
     return workflow.run_round(
-        grid, nodes, round_id=round_id, n_params=params.size, weights=weights, provision_keys=keys
+        grid,
+        nodes,
+        round_id=round_id,
+        n_params=params.size,
+        weights=weights,
+        provision_keys=keys,
+        key_signatures=signatures,
+        keys=server_keys,
     )
 
 
@@ -511,26 +649,43 @@ def simulate(
     provisioning: str | None = None,
     num_cpus: float = 1,
     keep_going: bool = False,
+    insecure_single_operator: bool = False,
 ) -> FlowerRun:
     """Train in Flower's simulation engine (Ray); raise what failed.
 
     ``schedule`` is a protocol name (used for ``rounds`` rounds with ``config``) or one
     :class:`SecAggWorkflow` per round: one Ray start-up then serves several protocols.
     ``keep_going``: a failed round lands in ``run.failures`` instead of stopping the run.
+    ``insecure_single_operator``: allow protocols with two servers, both in the ServerApp.
+
+    The deployment's long-term keys (:class:`Trust`) are made here, as an operator would
+    before a deployment: each node gets its own, the ServerApp only public keys (and, for
+    a protocol with a second server, B's dealing key, since B runs in the same process).
     """
     from flwr.simulation import run_simulation
 
     _ray_sees_repo()
     if isinstance(schedule, str):
-        workflow = SecAggWorkflow(schedule, config, provisioning=provisioning)
+        workflow = SecAggWorkflow(
+            schedule, config, provisioning=provisioning, insecure_single_operator=insecure_single_operator
+        )
         schedule = [workflow] * rounds
     if not schedule:
         raise ConfigError("expected at least one round, got an empty schedule")
     run = FlowerRun(protocol=",".join(dict.fromkeys(w.protocol_name for w in schedule)))
-    server_app = make_server_app(schedule, initial=initial, n_nodes=n_clients, run=run, keep_going=keep_going)
+    trust = Trust.generate(n_clients)
+    with_b = any(w.insecure_single_operator and len(w.protocol.server_ids) > 1 for w in schedule)
+    server_app = make_server_app(
+        schedule,
+        initial=initial,
+        n_nodes=n_clients,
+        run=run,
+        keys=ServerKeys.of(trust, with_server_b=with_b),
+        keep_going=keep_going,
+    )
     run_simulation(
         server_app=server_app,
-        client_app=make_client_app(train_fn),
+        client_app=make_client_app(train_fn, trust),
         num_supernodes=n_clients,
         backend_config={"client_resources": {"num_cpus": num_cpus}},
     )
