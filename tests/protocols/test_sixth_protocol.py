@@ -9,9 +9,9 @@ observed through :meth:`Protocol.observe`, ``leakage.assess`` attacks the observ
 and the registry-wide wire and holdings contracts hold for it -- with no edit to
 ``leakage/`` or ``protocols/runtime/flower/``.
 
-It does not run under Flower: the Flower runtime loads party state only from classes of
-``protocols`` and ``secagg`` (its restricted unpickler), so a protocol joins Flower by
-living in ``protocols/``, which the last test shows.
+It declares its dealer provisioning and the classes its party state is made of
+(``state_types``), so the Flower runtime carries it as well (the slow test; Ray's workers
+register it by importing :mod:`tests.protocols.sixth_flower`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 
 import protocols
 from secagg.encoding import FixedPoint
-from secagg.errors import IntegrityError, ProtocolStateError, WireFormatError
+from secagg.errors import ProtocolStateError, WireFormatError
 from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.prf import domain, expand, random_seed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
@@ -119,6 +119,8 @@ class DealtMasks(Protocol[DealtMasksConfig]):
     payload_types = (MaskedInput,)
     Config = DealtMasksConfig
     input_bound_field = "clip"
+    provisioning = "dealer"
+    state_types: ClassVar[tuple[type, ...]] = (MaskedClient, SummingServer)
     summary = "test protocol: dealer's zero-sum one-time pads"
     threat_model = ThreatModel(
         keys="a trusted dealer deals each client a mask; the masks sum to zero",
@@ -202,11 +204,22 @@ def test_it_is_observed_and_assessed_without_touching_leakage(registered: type[D
     assert all(r.verdict == "not exposed" and not r.full_attack for r in rows)
 
 
-def test_flower_carries_only_protocols_that_live_in_protocols() -> None:
+@pytest.mark.slow
+def test_it_runs_under_flower_simulation() -> None:
     pytest.importorskip("flwr")
-    from protocols.runtime.flower.transport import dump_state, load_state
+    from protocols.runtime.flower import SecAggWorkflow, simulate
+    from tests.protocols import sixth_flower  # registers DealtMasks here and in Ray's workers
 
-    codec = DealtMasksConfig().codec()
-    blob, _ = dump_state({0: MaskedClient(0, np.zeros(4), np.zeros(4, np.uint32), codec)})
-    with pytest.raises(IntegrityError, match="tests.protocols.test_sixth_protocol"):
-        load_state(blob)
+    try:
+        run = simulate(
+            [SecAggWorkflow(DealtMasks.name, {})], sixth_flower.train_fn,
+            initial=np.zeros(sixth_flower.N_PARAMS), n_clients=sixth_flower.N_CLIENTS,
+        )
+        outcome = run.outcome(0)
+        updates, weights = sixth_flower.updates(0)
+        assert outcome.included == tuple(range(sixth_flower.N_CLIENTS))
+        reference = reference_aggregate(updates, outcome.included, kind="weighted_mean", weights=weights)
+        bound = DealtMasks().precision(n_clients=sixth_flower.N_CLIENTS, value_range=1.0)
+        assert float(np.max(np.abs(outcome.aggregate - reference))) <= bound
+    finally:
+        protocols.unregister(DealtMasks.name)
