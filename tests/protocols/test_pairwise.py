@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 import protocols
 from protocols.pairwise import (
     LIMBS,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
     EncryptedShares,
     MaskedInput,
     PairwiseConfig,
@@ -313,7 +316,7 @@ def test_client_refuses_a_request_for_both_shares() -> None:
             edited.append(Envelope(envelope.recipient, payload))
         return edited
 
-    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_masked", greedy))
+    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_signatures", greedy))
     assert isinstance(result.error, ProtocolStateError)
     assert "refused" in str(result.error) and "client-1" in str(result.error)
     assert not any(isinstance(r.payload, UnmaskShares) for r in result.views[SERVER].received)
@@ -328,7 +331,7 @@ def test_client_refuses_a_request_that_leaves_out_a_holder() -> None:
             for e in out
         ]
 
-    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_masked", omit))
+    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_signatures", omit))
     assert isinstance(result.error, ProtocolStateError)
 
 
@@ -337,7 +340,7 @@ def test_client_refuses_a_request_that_leaves_out_a_holder() -> None:
 
 def test_minimum_clients_refusal_reveals_nothing() -> None:
     faults = [Dropout(0, "masked_input"), Dropout(1, "masked_input")]
-    result, _ = _run(5, faults=faults, min_clients=4, threshold=2)
+    result, _ = _run(5, faults=faults, min_clients=4, threshold=2, insecure_allow_low_threshold=True)
     assert isinstance(result.error, NotEnoughClientsError)
     assert "at least 4" in str(result.error)
     assert result.aggregate is None
@@ -382,6 +385,43 @@ def test_config_validation() -> None:
 def test_registered_under_secagg() -> None:
     assert protocols.get("secagg") is PairwiseMasking
     assert PairwiseMasking.wire_id == 40
+
+
+def test_payloads_round_trip_and_reject_truncation() -> None:
+    """Hand-made samples of the message types a fast round does not send (the active
+    mode's consistency check, dropped entries); the registry-wide wire contract covers
+    what crosses the router."""
+    samples = [
+        KeyBroadcast((0, 2), (bytes(32), bytes([1]) * 32), (bytes([2]) * 32, bytes([3]) * 32)),
+        KeyBroadcast((0,), (bytes(32),), (bytes([2]) * 32,), (bytes([5]) * 64,)),
+        AdvertiseKeys(bytes(32), bytes([1]) * 32),
+        AdvertiseKeys(bytes(32), bytes([1]) * 32, bytes([4]) * 64),
+        ConsistencyRequest(np.array([0, 3, 4], dtype="<u4")),
+        ConsistencySignature(bytes([6]) * 64),
+        UnmaskRequest(
+            np.array([0, 1], dtype="<u4"),
+            np.array([5], dtype="<u4"),
+            np.array([1], dtype="<u4"),
+            (bytes(64),),
+        ),
+        EncryptedShares(bytes(32), (1, 2), (bytes(88), bytes([7]) * 88)),
+        RoutedShares((4,), (bytes([9]) * 88,)),
+        UnmaskRequest(np.array([0, 1], dtype="<u4"), np.array([5], dtype="<u4")),
+        UnmaskShares(
+            np.array([0], dtype="<u4"),
+            np.arange(LIMBS, dtype="<u4").reshape(1, LIMBS),
+            np.array([], dtype="<u4"),
+            np.zeros((0, LIMBS), dtype="<u4"),
+        ),
+    ]
+    for payload in samples:
+        raw = payload.to_bytes()
+        decoded = type(payload).from_bytes(raw)
+        assert decoded.to_bytes() == raw
+        with pytest.raises(WireFormatError):
+            type(payload).from_bytes(raw[:-1])
+        with pytest.raises(WireFormatError):
+            type(payload).from_bytes(raw + b"\0")
 
 
 def test_share_values_outside_the_field_are_refused() -> None:
