@@ -19,6 +19,7 @@ from protocols.pairwise import (
     ConsistencyRequest,
     ConsistencySignature,
     EncryptedShares,
+    KeyBroadcast,
     MaskedInput,
     PairwiseConfig,
     PairwiseMasking,
@@ -388,9 +389,6 @@ def test_registered_under_secagg() -> None:
 
 
 def test_payloads_round_trip_and_reject_truncation() -> None:
-    """Hand-made samples of the message types a fast round does not send (the active
-    mode's consistency check, dropped entries); the registry-wide wire contract covers
-    what crosses the router."""
     samples = [
         KeyBroadcast((0, 2), (bytes(32), bytes([1]) * 32), (bytes([2]) * 32, bytes([3]) * 32)),
         KeyBroadcast((0,), (bytes(32),), (bytes([2]) * 32,), (bytes([5]) * 64,)),
