@@ -72,7 +72,10 @@ def test_small_keys_need_the_insecure_flag() -> None:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("max_weight", 0), ("min_clients", 0), ("workers", -1), ("obfuscation", "fast"), ("clip", -1.0)],
+    [
+        ("max_weight", 0), ("min_clients", 0), ("min_clients", 1), ("workers", -1),
+        ("obfuscation", "fast"), ("clip", -1.0),
+    ],  # fmt: skip
 )
 def test_config_rejects_bad_values(field: str, value: Any) -> None:
     with pytest.raises(ConfigError):
@@ -231,8 +234,9 @@ def test_key_holder_refuses_fewer_than_min_clients(fixed_key: dict[str, str]) ->
     assert result.aggregate is None
     # The key holder decrypted nothing: it revealed nothing.
     assert result.views[KEY_HOLDER].revealed is None
-    ok = run_round(_packed(min_clients=1), updates, weights=[1.0, 1.0, 1.0], faults=faults)
-    assert ok.included == (1,)
+    # And no configuration lowers the guard to one client: its "sum" is its update.
+    with pytest.raises(ConfigError, match="min_clients"):
+        _packed(min_clients=1)
 
 
 def test_everyone_dropped_is_a_typed_error(fixed_key: dict[str, str]) -> None:
