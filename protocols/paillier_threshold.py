@@ -125,7 +125,8 @@ class SumCheckError(IntegrityError):
 class ThresholdPaillierConfig(PaillierConfig):
     """:class:`~protocols.paillier.PaillierConfig` plus the committee.
 
-    ``committee`` c: clients 0 .. c-1 hold key shares; ``threshold`` t: partial decryptions
+    ``committee`` c: clients 0 .. c-1 hold key shares (0: every client of the first round);
+    ``threshold`` t: partial decryptions
     needed (t - 1 colluding members learn nothing; dealer-free generation needs c >= 2t - 1);
     ``keygen``: "distributed" (no dealer) or "insecure_trusted_dealer" (one process deals).
     """
@@ -138,7 +139,12 @@ class ThresholdPaillierConfig(PaillierConfig):
         super().__post_init__()
         if self.keygen not in KEYGEN_MODES:
             raise ConfigError(f"keygen must be one of {KEYGEN_MODES}, got {self.keygen!r}")
-        tp.check_committee(self.committee, self.threshold, distributed=self.keygen == tp.DEALER_DISTRIBUTED)
+        if self.committee != 0:  # 0: every client of the federation's first round
+            tp.check_committee(
+                self.committee, self.threshold, distributed=self.keygen == tp.DEALER_DISTRIBUTED
+            )
+        elif not isinstance(self.threshold, int) or self.threshold < 1:
+            raise ConfigError(f"threshold must be an int >= 1, got {self.threshold!r}")
         if self.obfuscation != "standard":
             raise ConfigError(
                 f"threshold Paillier supports obfuscation 'standard' only, got {self.obfuscation!r}"
@@ -344,7 +350,7 @@ class ThresholdClient(PaillierClient):
         self._tconfig = config
         self._federation = federation
         self._public = federation.public
-        self._share = federation.shares[party_id] if party_id < config.committee else None
+        self._share = federation.shares[party_id] if party_id < federation.public.parties else None
         self._signing_key = federation.signing_keys[party_id]
         self._fingerprint = fingerprint(self._public.n)
 
@@ -555,7 +561,7 @@ class ThresholdServer(Party):
         self._included = tuple(included)
         self._product = _product(blobs, self._public.n, "server")
         request = SumRequest(self._fingerprint, self._layout, self._included, tuple(sigs), tuple(blobs))
-        return [Envelope(j, request) for j in range(self._config.committee)]
+        return [Envelope(j, request) for j in range(self._public.parties)]
 
     def _combine(self, inbox: Sequence[Inbound]) -> None:
         public = self._public
@@ -569,7 +575,7 @@ class ThresholdServer(Party):
         valid: list[tp.PartialDecryption] = []
         for message in sorted(inbox, key=lambda m: m.sender):
             payload, sender = message.payload, message.sender
-            if not isinstance(payload, PartialMessage) or not 0 <= sender < self._config.committee:
+            if not isinstance(payload, PartialMessage) or not 0 <= sender < self._public.parties:
                 raise ProtocolStateError(
                     f"server: expected PartialMessages from committee members, got "
                     f"{type(payload).__name__} from {party_name(sender)}"
@@ -674,10 +680,11 @@ class _ThresholdMixin:
         ThresholdClient, ThresholdServer, Layout, PublicKeyMessage, Federation,
         tp.ThresholdPublicKey, tp.KeyShare, ThresholdPaillierConfig,
     )  # fmt: skip
-    # Test rounds have two clients: a 2-of-2 committee, which the dealer-free generation
-    # cannot make (it needs c >= 2t - 1), so the fast path is the labelled insecure dealer.
+    # Test rounds have two to a few clients: every client on the committee, t = 2, which the
+    # dealer-free generation cannot make with two clients (it needs c >= 2t - 1), so the fast
+    # path is the labelled insecure dealer.
     fast_config: ClassVar[dict[str, Any]] = {
-        "key_bits": 256, "insecure_allow_small_keys": True, "workers": 1, "committee": 2, "threshold": 2,
+        "key_bits": 256, "insecure_allow_small_keys": True, "workers": 1, "committee": 0, "threshold": 2,
         "keygen": tp.DEALER_INSECURE,
     }  # fmt: skip
     config: ThresholdPaillierConfig
@@ -688,11 +695,10 @@ class _ThresholdMixin:
     def federation(self, n_clients: int) -> Federation:
         """The committee key and client identities, made at the first round and reused after."""
         config = self.config
-        if n_clients < config.committee:
-            raise ConfigError(
-                f"{self.name}: committee of {config.committee} needs as many clients, got {n_clients}"
-            )
         cached = self._federation
+        committee = cached.public.parties if cached is not None else (config.committee or n_clients)
+        if n_clients < committee:
+            raise ConfigError(f"{self.name}: committee of {committee} needs as many clients, got {n_clients}")
         if cached is not None and len(cached.signing_keys) >= n_clients:
             return cached
         if cached is not None:
@@ -703,7 +709,7 @@ class _ThresholdMixin:
                 if config.keygen == tp.DEALER_DISTRIBUTED
                 else tp.insecure_trusted_dealer
             )
-            public, share_list, stats = make(config.committee, config.threshold, config.key_bits)
+            public, share_list, stats = make(committee, config.threshold, config.key_bits)
             shares, seconds = tuple(share_list), stats.seconds
         identities = [signing.generate_signing_keypair() for _ in range(n_clients)]
         federation = Federation(
@@ -733,7 +739,8 @@ class _ThresholdMixin:
         return parties
 
     def colluding_parties(self) -> tuple[int, ...]:
-        return (SERVER, *range(self.config.committee))
+        committee = self._federation.public.parties if self._federation else self.config.committee
+        return (SERVER, *range(committee))
 
     def collude(self, views: Mapping[int, View], spec: RoundSpec) -> list[Observation]:
         """The server with t - 1 and with t committee members try to open every client's upload
@@ -741,7 +748,7 @@ class _ThresholdMixin:
         if SERVER not in views:
             return []
         shares = []
-        for member in range(self.config.committee):
+        for member in range(len(views)):
             if member in views:
                 for item in views[member].holdings:
                     if item.name == "key_share" and isinstance(item.value, tp.KeyShare):
