@@ -11,7 +11,7 @@ raises is recorded with its error and the rest go on), then the protocol cost sw
 
 - ``<module>.json``: each module's own record;
 - ``bench.json``: ``{"benchmark": "all", "environment", "quick", "modules": {name:
-  {"status": "ok" | "skipped" | "error", "seconds", "json", "note"}}, "costs": <the
+  {"status": "ok" | "error", "seconds", "json", "note"}}, "costs": <the
   costs record: grid, rows, skipped>, "plots": [file names]}``;
 - ``bench.csv``: the cost sweep, one row per protocol x parameters x clients, columns
   :data:`benchmarks.costs.CSV_COLUMNS` (ratios against ``plaintext-fedsgd`` measured
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 import time
@@ -56,15 +55,13 @@ def _stamp(message: str) -> None:
 
 def run_module(name: str, quick: bool, out: Path) -> dict[str, Any]:
     """Run ``benchmarks.<name>.run(quick)``; returns its status entry."""
-    module_name = f"benchmarks.{name}"
-    if importlib.util.find_spec(module_name) is None:
-        return {"status": "skipped", "seconds": 0.0, "json": None, "note": "module not present"}
-    module = importlib.import_module(module_name)
-    runner = getattr(module, "run", None)
-    if not callable(runner):
-        return {"status": "skipped", "seconds": 0.0, "json": None, "note": "module has no run(quick)"}
     started = time.perf_counter()
     try:
+        # A missing or broken module is an error entry, never a silent skip.
+        module = importlib.import_module(f"benchmarks.{name}")
+        runner = getattr(module, "run", None)
+        if not callable(runner):
+            raise TypeError(f"benchmarks.{name} has no run(quick)")
         record = runner(quick=quick)
     except Exception as exc:  # noqa: BLE001 - one failing benchmark must not stop the others
         return {

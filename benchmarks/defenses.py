@@ -56,7 +56,7 @@ from leakage.attacks import client_gradients, gradient_from_vector, run_attack
 from leakage.data import ImageSet, load_embedded, spread_indices
 from leakage.metrics import RECOVERED_PSNR_DB, match, score
 from leakage.models import build_model
-from leakage.png import encode_png, image_grid
+from leakage.png import draw_line, draw_text, encode_png, image_grid
 from secagg.defences.transforms import Compose, DPGaussian, parse_transforms, relative_error
 
 BASE_RESOLUTION = 32
@@ -316,50 +316,17 @@ def claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- plotting
 
-# A 3x5 bitmap font (rows top to bottom, 3 bits each) for the plot's labels.
-_GLYPHS = {
-    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
-    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
-    "6": "111100111101111", "7": "111001001010010", "8": "111101111101111",
-    "9": "111101111001111", ".": "000000000000010", "-": "000000111000000",
-    "%": "101001010100101", " ": "000000000000000", "/": "001001010100100",
-    "A": "010101111101101", "B": "110101110101110", "C": "111100100100111",
-    "D": "110101101101110", "E": "111100110100111", "F": "111100110100100",
-    "G": "111100101101111", "H": "101101111101101", "I": "111010010010111",
-    "K": "101101110101101", "L": "100100100100111", "M": "101111111101101",
-    "N": "110101101101101", "O": "111101101101111", "P": "111101111100100",
-    "Q": "111101101111001", "R": "110101110101101", "S": "111100111001111",
-    "T": "111010010010010", "U": "101101101101111", "V": "101101101101010",
-    "W": "101101111111101", "X": "101101010101101", "Y": "101101010010010",
-    "Z": "111001010100111",
-}
 _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 
 
-def _text(canvas: np.ndarray, x: int, y: int, text: str, scale: int = 2,
+def _text(canvas: np.ndarray, x: int, y: int, text: str,
           colour: tuple[int, int, int] = (0, 0, 0)) -> None:
-    for k, char in enumerate(text.upper()):
-        bits = _GLYPHS.get(char, _GLYPHS[" "])
-        for i in range(5):
-            for j in range(3):
-                if bits[i * 3 + j] == "1":
-                    top, left = y + i * scale, x + (k * 4 + j) * scale
-                    canvas[top:top + scale, left:left + scale] = colour
+    draw_text(canvas, text, x, y, scale=2, color=colour)
 
 
 def _line(canvas: np.ndarray, p: tuple[float, float], q: tuple[float, float],
           colour: tuple[int, int, int], width: int = 1, dashed: bool = False) -> None:
-    count = int(max(abs(q[0] - p[0]), abs(q[1] - p[1]))) + 1
-    xs = np.linspace(p[0], q[0], count).round().astype(int)
-    ys = np.linspace(p[1], q[1], count).round().astype(int)
-    if dashed:
-        keep = (np.arange(count) // 4) % 2 == 0
-        xs, ys = xs[keep], ys[keep]
-    for dx in range(width):
-        for dy in range(width):
-            yy = np.clip(ys + dy, 0, canvas.shape[0] - 1)
-            xx = np.clip(xs + dx, 0, canvas.shape[1] - 1)
-            canvas[yy, xx] = colour
+    draw_line(canvas, p[0], p[1], q[0], q[1], colour, width, dashed=dashed)
 
 
 def _panel(canvas: np.ndarray, left: int, top: int, size: tuple[int, int], title: str,

@@ -98,8 +98,8 @@ class CKKSConfig:
     ``poly_modulus_degree``/``coeff_mod_bit_sizes``/``scale_bits``: explicit parameters
     instead of a preset (all three or none; sizes as a tuple or "40,14").
     ``precision``: target max error per client, so the sum of n is within n·precision.
-    ``clip``: clients refuse values with |x| > clip. ``min_clients``: the key holder's
-    minimum. ``n_threads``: TenSEAL's thread count.
+    ``clip``: clients refuse values with |x| > clip. ``min_clients`` (>= 2): the key
+    holder's minimum. ``n_threads``: TenSEAL's thread count.
     """
 
     preset: str = "planned"
@@ -122,8 +122,9 @@ class CKKSConfig:
             raise ConfigError(f"clip must be finite and > 0, got {self.clip}")
         if not (math.isfinite(self.precision) and self.precision > 0):
             raise ConfigError(f"precision must be finite and > 0, got {self.precision}")
-        if not (isinstance(self.min_clients, int) and 1 <= self.min_clients <= self.max_clients):
-            raise ConfigError(f"min_clients must be in [1, {self.max_clients}], got {self.min_clients!r}")
+        # At least 2: the key holder would otherwise decrypt one client's update as a "sum".
+        if not (isinstance(self.min_clients, int) and 2 <= self.min_clients <= self.max_clients):
+            raise ConfigError(f"min_clients must be in [2, {self.max_clients}], got {self.min_clients!r}")
         if not (isinstance(self.n_threads, int) and 1 <= self.n_threads <= 256):
             raise ConfigError(f"n_threads must be in [1, 256], got {self.n_threads!r}")
         sizes = self.coeff_mod_bit_sizes
@@ -673,6 +674,7 @@ class CKKS(Protocol[CKKSConfig]):
                 f"ckks: parameters planned for at most {self.config.max_clients} clients, "
                 f"got {spec.n_clients}"
             )
+        self.check_capacity(spec.n_clients)
         secret = make_secret_context(self.params, self.config.n_threads)
         parties: list[Party] = [
             CkksClient(i, np.asarray(u, dtype=np.float64), secret, self.params, self.config.clip)
@@ -681,6 +683,25 @@ class CKKS(Protocol[CKKSConfig]):
         parties.append(CkksServer(spec, public_context_bytes(secret), self.params, self.config.n_threads))
         parties.append(CkksKeyHolder(spec, secret, self.params, self.config.min_clients))
         return parties
+
+    def check_capacity(self, n_clients: int) -> None:
+        """Raise EncodingOverflowError unless ``n_clients`` values of |x| <= clip always sum
+        below q/2 (noise bound included), whatever the parameters came from.
+
+        CKKS has no overflow flag: a sum past the data modulus decrypts to a wrapped,
+        plausible-looking number (three clients at 3.9 under N=2048, [40, 14], Δ=2^36 give
+        -4.3). The planner sizes its own parameters for ``max_clients``; explicit parameters
+        and the ``nvflare`` preset are checked here, before any key or ciphertext exists.
+        """
+        worst = n_clients * self.config.clip
+        capacity = self.params.capacity(n_clients)
+        if worst > capacity:
+            raise EncodingOverflowError(
+                f"ckks: {n_clients} clients x clip {self.config.clip} = {worst:.6g} exceeds the "
+                f"{self.params.name} parameters' capacity {capacity:.6g} (q/2 over scale "
+                f"2^{math.log2(self.params.scale):.2f}, less the noise bound): the sum would wrap; "
+                "lower scale_bits or clip, or add data-modulus bits"
+            )
 
     def precision(self, *, n_clients: int, value_range: float) -> float:
         """The noise bound of :mod:`protocols.ckks_params` for a sum of ``n_clients``, or

@@ -134,8 +134,8 @@ class PaillierConfig:
     [-clip, clip] and are kept to 2^-frac_bits. ``max_weight``: the largest sample count
     (FedAvg weight) any client may bring; slots are sized for ``n_clients * max_weight``
     and a larger weight raises before sending. ``weight_frac_bits``: weights must be
-    multiples of 2^-weight_frac_bits (0: integer sample counts). ``min_clients``: the key
-    holder decrypts no sum of fewer clients. ``workers``: processes for the obfuscator
+    multiples of 2^-weight_frac_bits (0: integer sample counts). ``min_clients`` (>= 2): the
+    key holder decrypts no sum of fewer clients. ``workers``: processes for the obfuscator
     precomputation and decryption (0: every core, ``os.cpu_count()``; 1: no pool);
     a pool is only started for at least ``parallel_min_ciphertexts`` ciphertexts, so
     small rounds stay in one process. ``obfuscation``: "standard" (r^n) or "djn"
@@ -173,7 +173,8 @@ class PaillierConfig:
                 )
         # FixedPoint validates clip and frac_bits (and that clip * 2^f stays exact).
         FixedPoint(ring_bits=64, frac_bits=self.frac_bits, clip=self.clip)
-        for name, low in (("max_weight", 1), ("weight_frac_bits", 0), ("min_clients", 1)):
+        # min_clients >= 2: a "sum" of one client is that client's update, decrypted.
+        for name, low in (("max_weight", 1), ("weight_frac_bits", 0), ("min_clients", 2)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")

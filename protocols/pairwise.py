@@ -1,33 +1,48 @@
 """Single-server secure aggregation by pairwise masking with dropout recovery.
 
 Follows Bonawitz et al. 2017 (Practical Secure Aggregation for Privacy-Preserving
-Machine Learning, CCS), semi-honest variant (no consistency-check round), with the
-SecAgg+ option of Bell et al. 2020 (Secure Single-Server Aggregation with
-(Poly)Logarithmic Overhead, CCS): each client masks with k neighbours on a random
-k-regular (Harary) graph instead of with every other client.
+Machine Learning, CCS), with its malicious-server variant as an option
+(``active_security=True``: signed key advertisements under pinned long-term identity
+keys and the consistency-check round), and the SecAgg+ option of Bell et al. 2020
+(Secure Single-Server Aggregation with (Poly)Logarithmic Overhead, CCS): each client
+masks with k neighbours on a random k-regular (Harary) graph instead of with every other
+client.
 
 Rounds (one stage each, the server's stages in between route messages)::
 
-    advertise       client i -> server: two X25519 public keys, c_i (encrypting
-                    shares) and s_i (agreeing pairwise mask seeds)
-    broadcast_keys  server -> client i: the keys of i's share group G(i) (i and its
-                    neighbours; everyone for the full graph) and the graph seed
-    share_keys      client i draws a self-mask seed b_i, Shamir-shares b_i and its
-                    s-secret t-of-|G(i)| (secagg.shamir), encrypts each share pair to
-                    its holder j with AES-256-GCM under HKDF(X25519(c_i, c_j)) bound
-                    to (round, i, j), sends them all to the server with a commitment
-                    H(b_i)
-    route_shares    server -> client j: the ciphertexts addressed to j
-    masked_input    client i -> server: y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij)
-                    - sum_{j<i} PRG(s_ij) mod 2^k, over the neighbours j whose shares
-                    reached i; PRG = secagg.prf.expand, labels bound to round and ids
-    collect_masked  server sums the y_i (aggregation) and sends each survivor the
-                    survivors and the dropped clients among its share group
-    unmasking       client i -> server: b-shares of survivors, s-shares of dropped
-                    clients, never both for one client (a request for both is refused
-                    with ProtocolStateError)
-    reconstruct     server reconstructs b_j of survivors and s_j of dropped clients,
-                    removes their masks, checks the minimum and reveals the sum
+    advertise           client i -> server: two X25519 public keys, c_i (encrypting
+                        shares) and s_i (agreeing pairwise mask seeds); with active
+                        security an Ed25519 signature over them, the session and the round
+    broadcast_keys      server -> client i: the keys of i's share group G(i) (i and its
+                        neighbours; everyone for the full graph), with their signatures
+    share_keys          client i checks the keys against the graph it derives itself
+                        (:func:`graph_seed_for`) and, with active security, the signatures
+                        under the pinned identity keys; needs |U1 in G(i)| >= t; draws a
+                        self-mask seed b_i, Shamir-shares b_i and its s-secret
+                        t-of-|G(i)| (secagg.shamir), encrypts each share pair to its
+                        holder j with AES-256-GCM under HKDF(X25519(c_i, c_j)) bound to
+                        (round, i, j), sends them all with a commitment H(b_i)
+    route_shares        server -> client j: the ciphertexts addressed to j
+    masked_input        client i needs shares from at least t - 1 peers (|U2| >= t),
+                        else sends nothing; y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij)
+                        - sum_{j<i} PRG(s_ij) mod 2^k over those peers; PRG =
+                        secagg.prf.expand, labels bound to round and ids
+    collect_masked      server sums the y_i (aggregation); with active security sends
+                        every survivor the list U3
+    consistency_check   (active security) client i checks U3 (itself in it, at least t
+                        of its group, only members it holds shares of) and signs it
+    collect_signatures  server sends each survivor (each signer, with active security)
+                        the survivors and dropped clients among its share group, with the
+                        signatures over U3 of the signers in its group
+    unmasking           client i checks the request (at least t survivors of its group;
+                        with active security, at least t valid signatures from its group
+                        over the U3 it signed, and the request agrees with that U3), then
+                        sends b-shares of survivors and s-shares of dropped clients, never
+                        both for one client (ProtocolStateError)
+    reconstruct         server reconstructs b_j of survivors and s_j of dropped clients
+                        (secagg.shamir.reconstruct, range-checked, then checked against
+                        the commitment and the public key), removes their masks, checks
+                        the minimum and reveals the sum
 
 Fixed point: x_i is encoded as rint(x * 2^f) in Z_2^k (k = 32 by default; f planned
 from clip and the number of clients unless set), so the revealed sum is exact mod 2^k
@@ -36,20 +51,32 @@ and decodes to within n * 2^-(f+1) of the float sum (``precision()``).
 Threat model:
 
 - Keys: every client holds two fresh X25519 key pairs per round and a fresh self-mask
-  seed b_i; the server holds only public keys until it reconstructs, at the end, the
-  b_j of survivors and the s-secrets of clients that dropped before their masked input.
+  seed b_i (and, with active security, a long-term Ed25519 identity key whose
+  verification key every party pinned out of band); the server holds only public keys
+  until it reconstructs, at the end, the b_j of survivors and the s-secrets of clients
+  that dropped before their masked input.
 - The server sees public keys, AES-GCM ciphertexts of shares (it routes them but holds
   no c-secret), masked vectors that are uniform in Z_2^k one by one, and at the end
   fewer than t shares of any secret it must not have: for no client does it receive
-  both t b-shares and t s-shares, because each client answers one request only and
-  refuses to give both shares of one client.
+  both t b-shares and t s-shares, because each client answers one request only,
+  refuses to give both shares of one client, and t > g/2 (g the group size; a lower t
+  needs ``insecure_allow_low_threshold=True``).
+- A server that deviates: every check Bonawitz et al. ask of a client is made by the
+  client (|U1|, |U2|, |U3| >= t within its share group), so withholding routed shares or
+  unmasking requests ends in NotEnoughClientsError, never in a client masked by its self
+  mask alone. The neighbour graph is derived by every client from the session, the round
+  and the client count (:func:`graph_seed_for`): the server cannot grind it (a seed the
+  server picks, or a hash of the keys it chooses to forward, can be ground). Without
+  active security the server can still substitute public keys (it relays them
+  unauthenticated) and so read a client's shares: the default is secure against an
+  honest-but-curious server only. With ``active_security=True`` keys are signed under
+  pinned identity keys (a swapped or replayed key fails with IntegrityError) and a
+  client answers only a request consistent with a U3 that t members of its group signed.
 - Collusion: the server together with t - 1 clients of a share group learns nothing
-  individual; t clients of G(i) colluding with the server learn x_i. A server that
-  lies about who dropped (an active server; this is the semi-honest variant, without
-  Bonawitz's consistency check) could ask disjoint halves of the survivors for
-  different share kinds, which the default t = floor(2g/3) + 1 > g/2 (g the group
-  size) rules out. The neighbour graph is drawn by the server (semi-honest, as in
-  Bell et al.'s semi-honest setting).
+  individual; t clients of G(i) colluding with the server learn x_i. A server lying
+  about dropouts with c colluding clients in a group needs t <= (g + c) / 2 to obtain
+  both share kinds of one client; the default t = floor(2g/3) + 1 holds up to
+  c < g/3.
 - Dropouts: any client may drop at any stage; the round completes while every share
   group keeps at least t live members at each stage, else NotEnoughClientsError and
   nothing is revealed.
@@ -58,10 +85,11 @@ Threat model:
 
 Costs: upload 4 bytes per parameter for k = 32 (8 for k = 64) plus about 140 bytes per
 member of the share group (a 92-byte encrypted share pair and a 40-byte unmasking share
-each, 64 bytes of keys and a 32-byte commitment once); the client expands one PRG
-stream per neighbour plus its self mask, whole-array, in place
-(:func:`apply_masks`). The server also sees H(b_i), a SHA-256 commitment that lets it
-check the b_i it rebuilds (b_i is 256 uniform bits: the hash reveals nothing useful).
+each, 65 bytes of keys and a 32-byte commitment once; active security adds 128 bytes of
+signatures); the client expands one PRG stream per neighbour plus its self mask,
+whole-array, in place (:func:`apply_masks`). The server also sees H(b_i), a SHA-256
+commitment that lets it check the b_i it rebuilds (b_i is 256 uniform bits: the hash
+reveals nothing useful).
 """
 
 from __future__ import annotations
@@ -70,7 +98,7 @@ import hashlib
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,19 +112,15 @@ from secagg.errors import (
     KeyMismatchError,
     NotEnoughClientsError,
     ProtocolStateError,
+    SecAggError,
     WireFormatError,
 )
 from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed, party_name
 from secagg.prf import domain, expand, random_seed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import generate_keypair, public_key, shared_key
-from secagg.shamir import (
-    PRIME,
-    lagrange_at_zero,
-    limbs_per_secret,
-    limbs_to_secret,
-    share_secrets,
-)
+from secagg.shamir import PRIME, limbs_per_secret, limbs_to_secret, reconstruct, share_secrets
+from secagg.signing import SIGNATURE_BYTES, generate_signing_keypair, sign, verification_key, verify
 from secagg.wire import Payload, Reader, Writer
 
 WIRE_ID = 40
@@ -107,9 +131,19 @@ SHARE_PLAINTEXT_BYTES = 2 * 4 * LIMBS  # b-share and s-share, uint32 limbs
 GCM_TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + GCM_TAG_BYTES
 _NONCE = bytes(12)  # every share key encrypts exactly one message (see _share_key)
+MAX_SESSION_BYTES = 256
 
 
 # ---------------------------------------------------------------- configuration
+
+
+def _flag(value: object, name: str) -> bool:
+    # The CLI's --set hands strings; anything but an explicit yes/no is refused.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(f"{name}: expected True or False, got {value!r}")
 
 
 def _optional_int(value: object, name: str) -> int | None:
@@ -133,8 +167,11 @@ class PairwiseConfig:
     ``ring_bits`` k (32 or 64); ``clip`` the accepted |x|; ``frac_bits`` None plans the
     most fractional bits the bit budget allows for the round's client count;
     ``threshold`` t of the Shamir sharing within a share group (None: floor(2g/3) + 1,
-    g the group size); ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph);
-    ``min_clients`` fewest inputs in a revealed sum (never below t).
+    g the group size; t <= g/2 is refused unless ``insecure_allow_low_threshold``);
+    ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph); ``min_clients`` fewest
+    inputs in a revealed sum (never below t); ``session`` a public string fixed when the
+    clients enrol, bound into the neighbour graph and every signature; ``active_security``
+    Bonawitz et al.'s malicious-server variant (signed keys, consistency check).
     """
 
     ring_bits: int = 32
@@ -143,8 +180,17 @@ class PairwiseConfig:
     threshold: int | None = None
     neighbours: int | None = None
     min_clients: int = 2
+    session: str = ""
+    active_security: bool = False
+    insecure_allow_low_threshold: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("active_security", "insecure_allow_low_threshold"):
+            object.__setattr__(self, name, _flag(getattr(self, name), name))
+        if not isinstance(self.session, str) or len(self.session.encode("utf-8")) > MAX_SESSION_BYTES:
+            raise ConfigError(
+                f"session: expected a string of at most {MAX_SESSION_BYTES} utf-8 bytes, got {self.session!r}"
+            )
         for name in ("frac_bits", "threshold", "neighbours"):
             object.__setattr__(self, name, _optional_int(getattr(self, name), name))
         if self.ring_bits not in (32, 64):
@@ -182,6 +228,13 @@ class PairwiseConfig:
         t = self.threshold if self.threshold is not None else min(group, 2 * group // 3 + 1)
         if t > group:
             raise ConfigError(f"threshold {t} exceeds the share group size {group} for {n_clients} clients")
+        if 2 * t <= group and not self.insecure_allow_low_threshold:
+            # With t <= g/2 two disjoint halves of a group can each be asked for one share
+            # kind of the same client: the server rebuilds both secrets and reads its input.
+            raise ConfigError(
+                f"threshold {t} is not above half the share group ({group} clients for {n_clients}): "
+                f"expected t >= {group // 2 + 1} (set insecure_allow_low_threshold=True to run anyway)"
+            )
         return t
 
     def min_revealed(self, n_clients: int) -> int:
@@ -198,7 +251,8 @@ def neighbour_graph(
 
     SecAgg+ (Bell et al. 2020): clients on a ring in a random order drawn from
     ``graph_seed`` (a public PRF permutation), each joined to k/2 on either side: a
-    k-regular Harary graph. ``neighbours`` None or >= n - 1 gives the full graph.
+    k-regular Harary graph. ``neighbours`` None or >= n - 1 gives the full graph. The
+    protocol's seed is :func:`graph_seed_for`, which no party of the round can bias.
     """
     if neighbours is None or neighbours >= n_clients - 1:
         everyone = tuple(range(n_clients))
@@ -213,66 +267,120 @@ def neighbour_graph(
     return [tuple(sorted(int(v) for v in row)) for row in groups]
 
 
+def graph_seed_for(session: str, round_id: int, n_clients: int) -> bytes:
+    """The neighbour-graph seed of a round: SHA-256 of (session, round, client count).
+
+    Every client recomputes it; nothing any party sends during the round enters it. A
+    seed chosen by the server can be ground until a victim's neighbours are all
+    colluders (a few hundred tries for 100 clients, 20 colluders, k = 4), and so can a
+    hash of the advertised public keys, since the server picks which adverts to keep and
+    colluding clients pick their keys after seeing the honest ones. What stays in the
+    orchestrator's hands is the round id: it must run rounds in sequence within a
+    session (the session string is fixed when clients enrol, e.g. from a public beacon),
+    never retry a round under a fresh id.
+    """
+    if not 0 <= round_id < 2**32 or not 0 < n_clients < 2**32:
+        raise ConfigError(f"expected a round id and client count below 2^32, got {round_id}, {n_clients}")
+    label = domain("pairwise/neighbour-graph-seed", round_id=round_id, parties=(n_clients,))
+    encoded = session.encode("utf-8")
+    return hashlib.sha256(label + struct.pack(">H", len(encoded)) + encoded).digest()
+
+
 # ---------------------------------------------------------------- wire payloads
+
+
+def _write_signature(writer: Writer, signature: bytes | None) -> Writer:
+    if signature is None:
+        return writer.u8(0)
+    if len(signature) != SIGNATURE_BYTES:
+        raise WireFormatError(f"expected a {SIGNATURE_BYTES}-byte signature, got {len(signature)} bytes")
+    return writer.u8(1).raw(signature)
+
+
+def _read_signature(reader: Reader, name: str) -> bytes | None:
+    flag = reader.u8(f"{name} flag")
+    if flag not in (0, 1):
+        raise WireFormatError(f"{name}: expected flag 0 (unsigned) or 1 (signed), got {flag}")
+    return reader.raw(SIGNATURE_BYTES, name) if flag else None
 
 
 @dataclass(frozen=True)
 class AdvertiseKeys(Payload):
-    """A client's two public keys.
+    """A client's two public keys, signed under its identity key with active security.
 
-    Layout: 32 bytes c public key (share encryption) | 32 bytes s public key (masks).
+    Layout: 32 bytes c public key (share encryption) | 32 bytes s public key (masks) |
+    u8 signed (0 or 1) | 64 bytes Ed25519 signature if signed (:func:`_advert_message`).
     """
 
     msg_type: ClassVar[int] = 1
     c_public: bytes
     s_public: bytes
+    signature: bytes | None = None
 
     def to_bytes(self) -> bytes:
-        return Writer().raw(self.c_public).raw(self.s_public).to_bytes()
+        writer = Writer().raw(self.c_public).raw(self.s_public)
+        return _write_signature(writer, self.signature).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> AdvertiseKeys:
         reader = Reader(data, "AdvertiseKeys")
         c_public = reader.raw(KEY_BYTES, "c public key")
         s_public = reader.raw(KEY_BYTES, "s public key")
+        signature = _read_signature(reader, "signature")
         reader.done()
-        return cls(c_public, s_public)
+        return cls(c_public, s_public, signature)
 
 
 @dataclass(frozen=True)
 class KeyBroadcast(Payload):
-    """The keys of a client's share group, and the neighbour-graph seed.
+    """The keys of a client's share group (with each owner's signature under active security).
 
-    Layout: 32 bytes graph seed | u32 count m | m x (u32 client id | 32 bytes c public
-    | 32 bytes s public).
+    Layout: u32 count m | u8 signed (0 or 1) | m x (u32 client id | 32 bytes c public |
+    32 bytes s public | 64 bytes signature if signed). No graph seed: every client
+    derives the graph itself (:func:`graph_seed_for`).
     """
 
     msg_type: ClassVar[int] = 2
-    graph_seed: bytes
     ids: tuple[int, ...]
     c_publics: tuple[bytes, ...]
     s_publics: tuple[bytes, ...]
+    signatures: tuple[bytes, ...] | None = None
 
     def to_bytes(self) -> bytes:
-        writer = Writer().raw(self.graph_seed).u32(len(self.ids))
-        for client, c_public, s_public in zip(self.ids, self.c_publics, self.s_publics, strict=True):
+        signed = self.signatures is not None
+        writer = Writer().u32(len(self.ids)).u8(int(signed))
+        signatures = self.signatures if self.signatures is not None else (b"",) * len(self.ids)
+        for client, c_public, s_public, signature in zip(
+            self.ids, self.c_publics, self.s_publics, signatures, strict=True
+        ):
             writer.u32(client).raw(c_public).raw(s_public)
+            if signed:
+                if len(signature) != SIGNATURE_BYTES:
+                    raise WireFormatError(
+                        f"KeyBroadcast: expected {SIGNATURE_BYTES}-byte signatures, got {len(signature)}"
+                    )
+                writer.raw(signature)
         return writer.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> KeyBroadcast:
         reader = Reader(data, "KeyBroadcast")
-        graph_seed = reader.raw(32, "graph seed")
         count = reader.u32("count")
-        if count * (4 + 2 * KEY_BYTES) > len(data):
+        signed = reader.u8("signed")
+        if signed not in (0, 1):
+            raise WireFormatError(f"KeyBroadcast: expected signed flag 0 or 1, got {signed}")
+        entry = 4 + 2 * KEY_BYTES + (SIGNATURE_BYTES if signed else 0)
+        if count * entry > len(data):
             raise WireFormatError(f"KeyBroadcast: {count} entries do not fit {len(data)} bytes")
-        ids, c_publics, s_publics = [], [], []
+        ids, c_publics, s_publics, signatures = [], [], [], []
         for _ in range(count):
             ids.append(reader.u32("client id"))
             c_publics.append(reader.raw(KEY_BYTES, "c public key"))
             s_publics.append(reader.raw(KEY_BYTES, "s public key"))
+            if signed:
+                signatures.append(reader.raw(SIGNATURE_BYTES, "signature"))
         reader.done()
-        return cls(graph_seed, tuple(ids), tuple(c_publics), tuple(s_publics))
+        return cls(tuple(ids), tuple(c_publics), tuple(s_publics), tuple(signatures) if signed else None)
 
 
 @dataclass(frozen=True)
@@ -370,32 +478,93 @@ class MaskedInput(Payload):
 
 
 @dataclass(frozen=True)
+class ConsistencyRequest(Payload):
+    """Active security: the survivors U3 (clients whose masked input was summed), to sign.
+
+    Layout: array u4 U3, strictly increasing ids.
+    """
+
+    msg_type: ClassVar[int] = 8
+    survivors: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        return Writer().array(np.asarray(self.survivors, dtype="<u4")).to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> ConsistencyRequest:
+        reader = Reader(data, "ConsistencyRequest")
+        survivors = reader.array("survivors", dtype="<u4")
+        reader.done()
+        if survivors.size > 1 and not bool(np.all(np.diff(survivors.astype(np.int64)) > 0)):
+            raise WireFormatError("ConsistencyRequest: expected strictly increasing survivor ids")
+        return cls(survivors)
+
+
+@dataclass(frozen=True)
+class ConsistencySignature(Payload):
+    """Active security: a client's Ed25519 signature over the U3 it was shown.
+
+    Layout: 64 bytes signature (:func:`_consistency_message`).
+    """
+
+    msg_type: ClassVar[int] = 9
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        return Writer().raw(self.signature).to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> ConsistencySignature:
+        reader = Reader(data, "ConsistencySignature")
+        signature = reader.raw(SIGNATURE_BYTES, "signature")
+        reader.done()
+        return cls(signature)
+
+
+@dataclass(frozen=True)
 class UnmaskRequest(Payload):
     """The server's survivor list for one client's share group.
 
     Layout: array u4 survivors (send their b-shares) | array u4 dropped (send their
-    s-shares).
+    s-shares) | array u4 signers (m) | m x 64 bytes signatures over U3 (active security;
+    m = 0 otherwise).
     """
 
     msg_type: ClassVar[int] = 6
     survivors: np.ndarray
     dropped: np.ndarray
+    signers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<u4"))
+    signatures: tuple[bytes, ...] = ()
 
     def to_bytes(self) -> bytes:
-        return (
+        writer = (
             Writer()
             .array(np.asarray(self.survivors, dtype="<u4"))
             .array(np.asarray(self.dropped, dtype="<u4"))
-            .to_bytes()
+            .array(np.asarray(self.signers, dtype="<u4"))
         )
+        if len(self.signatures) != np.asarray(self.signers).size:
+            raise WireFormatError(
+                f"UnmaskRequest: expected one signature per signer ({np.asarray(self.signers).size}), "
+                f"got {len(self.signatures)}"
+            )
+        for signature in self.signatures:
+            if len(signature) != SIGNATURE_BYTES:
+                raise WireFormatError(f"UnmaskRequest: expected {SIGNATURE_BYTES}-byte signatures")
+            writer.raw(signature)
+        return writer.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> UnmaskRequest:
         reader = Reader(data, "UnmaskRequest")
         survivors = reader.array("survivors", dtype="<u4")
         dropped = reader.array("dropped", dtype="<u4")
+        signers = reader.array("signers", dtype="<u4")
+        if signers.size * SIGNATURE_BYTES > len(data):
+            raise WireFormatError(f"UnmaskRequest: {signers.size} signatures do not fit {len(data)} bytes")
+        signatures = tuple(reader.raw(SIGNATURE_BYTES, "signature") for _ in range(signers.size))
         reader.done()
-        return cls(survivors, dropped)
+        return cls(survivors, dropped, signers, signatures)
 
 
 @dataclass(frozen=True)
@@ -519,6 +688,27 @@ def remove_masks(
     return total
 
 
+_ADVERT_CONTEXT = b"secagg/pairwise/advertise-keys"
+_CONSISTENCY_CONTEXT = b"secagg/pairwise/consistency-check"
+
+
+def _session_digest(session: str) -> bytes:
+    return hashlib.sha256(b"secagg/pairwise/session" + session.encode("utf-8")).digest()
+
+
+def _advert_message(session: str, *, round_id: int, client: int, c_public: bytes, s_public: bytes) -> bytes:
+    # Bound to session, round and client: an advert replayed from another round, session
+    # or client fails its signature check.
+    label = domain("pairwise/advert", round_id=round_id, parties=(client,))
+    return label + _session_digest(session) + c_public + s_public
+
+
+def _consistency_message(session: str, *, round_id: int, client: int, survivors: Sequence[int]) -> bytes:
+    label = domain("pairwise/consistency", round_id=round_id, parties=(client,))
+    digest = hashlib.sha256(np.asarray(sorted(survivors), dtype=">u4").tobytes()).digest()
+    return label + _session_digest(session) + struct.pack(">I", len(survivors)) + digest
+
+
 def _commitment(seed: bytes, *, round_id: int, client: int) -> bytes:
     return hashlib.sha256(
         domain("pairwise/self-mask-commitment", round_id=round_id, parties=(client,)) + seed
@@ -540,33 +730,74 @@ def _single(inbox: Sequence[Inbound], payload_type: type[Payload], who: str, sta
 # ---------------------------------------------------------------- parties
 
 
+@dataclass(frozen=True)
+class Identities:
+    """Active security: the clients' pinned Ed25519 verification keys (client i's at index i).
+
+    Obtained out of band (an enrolment, a PKI), never from the server: every client and
+    the server hold the same tuple before the round starts.
+    """
+
+    verification_keys: tuple[bytes, ...]
+
+    def key_of(self, client: int) -> bytes:
+        if not 0 <= client < len(self.verification_keys):
+            raise ProtocolStateError(
+                f"expected a client id below {len(self.verification_keys)} (pinned identities), got {client}"
+            )
+        return self.verification_keys[client]
+
+
 class PairwiseClient(Party):
     role = "client"
 
-    def __init__(self, party_id: int, update: np.ndarray, spec: RoundSpec, config: PairwiseConfig) -> None:
+    def __init__(
+        self,
+        party_id: int,
+        update: np.ndarray,
+        spec: RoundSpec,
+        config: PairwiseConfig,
+        *,
+        signing_key: bytes | None = None,
+        identities: Identities | None = None,
+    ) -> None:
         super().__init__(party_id)
         self._update = update
         self._spec = spec
         self._config = config
         self._codec = config.codec(spec.n_clients)
         self._threshold = config.threshold_for(spec.n_clients)
+        if config.active_security and (signing_key is None or identities is None):
+            raise ConfigError(f"{self.name}: active security needs an identity key and the pinned identities")
+        self._signing_key = signing_key
+        self._identities = identities
         self._c_private, self._c_public = generate_keypair()
         self._s_private, self._s_public = generate_keypair()
         self._self_mask_seed = b""
+        self._group_ids = neighbour_graph(
+            spec.n_clients,
+            config.neighbours,
+            graph_seed_for(config.session, spec.round_id, spec.n_clients),
+            spec.round_id,
+        )[party_id]
         self._group: dict[int, tuple[bytes, bytes]] = {}
         # owner -> (b-share limbs, s-share limbs) this client holds, its own included
         self._held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._signed_survivors: tuple[int, ...] | None = None
         self._answered = False
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "advertise":
-            return [Envelope(SERVER, AdvertiseKeys(self._c_public, self._s_public))]
+            return [Envelope(SERVER, self._advert())]
         if stage == "share_keys":
             broadcast = _single(inbox, KeyBroadcast, self.name, stage)
             return [] if broadcast is None else self._share_keys(broadcast.payload)  # type: ignore[arg-type]
         if stage == "masked_input":
             routed = _single(inbox, RoutedShares, self.name, stage)
             return [] if routed is None else self._masked_input(routed.payload)  # type: ignore[arg-type]
+        if stage == "consistency_check":
+            request = _single(inbox, ConsistencyRequest, self.name, stage)
+            return [] if request is None else self._consistency(request.payload)  # type: ignore[arg-type]
         if stage == "unmasking":
             request = _single(inbox, UnmaskRequest, self.name, stage)
             return [] if request is None else self._unmask(request.payload)  # type: ignore[arg-type]
@@ -574,14 +805,26 @@ class PairwiseClient(Party):
             raise ProtocolStateError(f"{self.name}: expected no messages at {stage}, got {len(inbox)}")
         return []
 
+    def _advert(self) -> AdvertiseKeys:
+        if self._signing_key is None:
+            return AdvertiseKeys(self._c_public, self._s_public)
+        message = _advert_message(
+            self._config.session,
+            round_id=self._spec.round_id,
+            client=self.party_id,
+            c_public=self._c_public,
+            s_public=self._s_public,
+        )
+        signature = sign(self._signing_key, message, context=_ADVERT_CONTEXT)
+        return AdvertiseKeys(self._c_public, self._s_public, signature)
+
     def _share_keys(self, broadcast: KeyBroadcast) -> list[Envelope]:
         me = self.party_id
-        n = self._spec.n_clients
-        group = neighbour_graph(n, self._config.neighbours, broadcast.graph_seed, self._spec.round_id)[me]
+        group = self._group_ids
         if len(set(broadcast.ids)) != len(broadcast.ids) or not set(broadcast.ids) <= set(group):
             raise ProtocolStateError(
-                f"{self.name}: expected keys of distinct members of its share group {list(group)}, "
-                f"got {list(broadcast.ids)}"
+                f"{self.name}: expected keys of distinct members of its share group {list(group)} "
+                f"(the graph every client derives for round {self._spec.round_id}), got {list(broadcast.ids)}"
             )
         keys = dict(
             zip(broadcast.ids, zip(broadcast.c_publics, broadcast.s_publics, strict=True), strict=True)
@@ -591,7 +834,28 @@ class PairwiseClient(Party):
                 f"{self.name}: expected the broadcast to carry this client's own public keys, "
                 "got other keys or none"
             )
-        if len(keys) < self._threshold:
+        if self._identities is not None:
+            if broadcast.signatures is None:
+                raise IntegrityError(
+                    f"{self.name}: expected signed keys (active security), got unsigned ones"
+                )
+            for member, signature in zip(broadcast.ids, broadcast.signatures, strict=True):
+                c_public, s_public = keys[member]
+                message = _advert_message(
+                    self._config.session,
+                    round_id=self._spec.round_id,
+                    client=member,
+                    c_public=c_public,
+                    s_public=s_public,
+                )
+                verify(
+                    self._identities.key_of(member),
+                    message,
+                    signature,
+                    context=_ADVERT_CONTEXT,
+                    what=f"{self.name}: keys of {party_name(member)}",
+                )
+        if len(keys) < self._threshold:  # |U1| >= t within the share group
             raise NotEnoughClientsError(
                 f"{self.name}: expected at least t = {self._threshold} members with keys, got {len(keys)}"
             )
@@ -622,6 +886,14 @@ class PairwiseClient(Party):
         if len(set(routed.senders)) != len(routed.senders):
             raise ProtocolStateError(
                 f"{self.name}: expected one share per sender, got {list(routed.senders)}"
+            )
+        # |U2| >= t (Bonawitz et al. 2017, Fig. 4): a client that masks with fewer than
+        # t - 1 peers could be left holding a self mask alone, which the server strips with
+        # the b-shares it asks for at unmasking. Checked before anything is decrypted.
+        if len(routed.senders) + 1 < self._threshold:
+            raise NotEnoughClientsError(
+                f"{self.name}: expected shares from at least t - 1 = {self._threshold - 1} members of its "
+                f"share group, got {len(routed.senders)}; it sends no masked input"
             )
         for sender, ciphertext in zip(routed.senders, routed.ciphertexts, strict=True):
             if sender == me or sender not in self._group:
@@ -655,6 +927,76 @@ class PairwiseClient(Party):
         )
         return [Envelope(SERVER, MaskedInput(masked))]
 
+    def _check_survivors(self, survivors: Sequence[int], what: str) -> None:
+        # U3 within the share group: holders only (a member whose shares never reached this
+        # client cannot have masked with it), itself included, at least t of them.
+        in_group = set(survivors) & set(self._group_ids)
+        if self.party_id not in in_group or not in_group <= set(self._held):
+            raise ProtocolStateError(
+                f"{self.name}: expected {what} to list itself and only members whose shares it holds "
+                f"{sorted(self._held)}, got {sorted(in_group)} of its group"
+            )
+        if len(in_group) < self._threshold:  # |U3| >= t
+            raise NotEnoughClientsError(
+                f"{self.name}: expected at least t = {self._threshold} survivors in its share group, "
+                f"got {len(in_group)}"
+            )
+
+    def _consistency(self, request: ConsistencyRequest) -> list[Envelope]:
+        if self._signing_key is None:
+            raise ProtocolStateError(f"{self.name}: a consistency check without active security")
+        if self._signed_survivors is not None:
+            raise ProtocolStateError(f"{self.name}: expected one consistency request per round, got a second")
+        survivors = tuple(int(v) for v in request.survivors)
+        if any(v >= self._spec.n_clients for v in survivors):
+            raise ProtocolStateError(f"{self.name}: expected survivor ids below {self._spec.n_clients}")
+        self._check_survivors(survivors, "the consistency request")
+        self._signed_survivors = survivors  # the only U3 this client ever signs this round
+        message = _consistency_message(
+            self._config.session, round_id=self._spec.round_id, client=self.party_id, survivors=survivors
+        )
+        return [
+            Envelope(
+                SERVER, ConsistencySignature(sign(self._signing_key, message, context=_CONSISTENCY_CONTEXT))
+            )
+        ]
+
+    def _check_signatures(self, request: UnmaskRequest) -> None:
+        """Active security: at least t members of this client's share group signed the U3
+        it signed itself (Bonawitz et al.'s consistency check), or it answers nothing."""
+        if self._identities is None or self._signed_survivors is None:
+            raise ProtocolStateError(
+                f"{self.name}: expected a consistency request before unmasking, got none"
+            )
+        survivors = self._signed_survivors
+        signers = [int(v) for v in request.signers]
+        if len(set(signers)) != len(signers) or not set(signers) <= set(self._group_ids) & set(survivors):
+            raise ProtocolStateError(
+                f"{self.name}: expected distinct signers among the survivors of its group, got {signers}"
+            )
+        for signer, signature in zip(signers, request.signatures, strict=True):
+            message = _consistency_message(
+                self._config.session, round_id=self._spec.round_id, client=signer, survivors=survivors
+            )
+            verify(
+                self._identities.key_of(signer),
+                message,
+                signature,
+                context=_CONSISTENCY_CONTEXT,
+                what=f"{self.name}: consistency signature of {party_name(signer)}",
+            )
+        if len(signers) < self._threshold:
+            raise NotEnoughClientsError(
+                f"{self.name}: expected consistency signatures from at least t = {self._threshold} members "
+                f"of its share group, got {len(signers)}"
+            )
+        expected_alive = set(survivors) & set(self._held)
+        if set(int(v) for v in request.survivors) != expected_alive:
+            raise ProtocolStateError(
+                f"{self.name}: expected the unmasking request's survivors to be the signed U3 "
+                f"{sorted(expected_alive)}, got {sorted(int(v) for v in request.survivors)}"
+            )
+
     def _unmask(self, request: UnmaskRequest) -> list[Envelope]:
         me = self.party_id
         if self._answered:
@@ -675,10 +1017,9 @@ class PairwiseClient(Party):
                 f"holds {sorted(self._held)}, itself among the survivors; got survivors {survivors}, "
                 f"dropped {dropped}"
             )
-        if len(survivors) < self._threshold:
-            raise NotEnoughClientsError(
-                f"{self.name}: expected at least t = {self._threshold} survivors, got {len(survivors)}"
-            )
+        if self._identities is not None:
+            self._check_signatures(request)
+        self._check_survivors(survivors, "the unmasking request")
         self._answered = True
         empty = np.zeros((0, LIMBS), dtype=np.uint64)
         b_shares = np.stack([self._held[c][0] for c in survivors]) if survivors else empty
@@ -692,7 +1033,7 @@ class PairwiseClient(Party):
         return [Envelope(SERVER, reply)]
 
     def holdings(self) -> list[Holding]:
-        return [
+        held = [
             Holding("c_public", self._c_public, secret=False),
             Holding("s_public", self._s_public, secret=False),
             Holding("c_private", self._c_private, secret=True),
@@ -700,23 +1041,31 @@ class PairwiseClient(Party):
             Holding("self_mask_seed", self._self_mask_seed, secret=True),
             Holding("shares_held_of", tuple(sorted(self._held)), secret=False),
         ]
+        if self._signing_key is not None:
+            held.append(Holding("identity_signing_key", self._signing_key, secret=True))
+        return held
 
 
 class PairwiseServer(Party):
     role = "server"
 
-    def __init__(self, spec: RoundSpec, config: PairwiseConfig) -> None:
+    def __init__(
+        self, spec: RoundSpec, config: PairwiseConfig, *, identities: Identities | None = None
+    ) -> None:
         super().__init__(SERVER)
         self._spec = spec
         self._config = config
+        self._identities = identities
         self._codec = config.codec(spec.n_clients)
         self._threshold = config.threshold_for(spec.n_clients)
         self._keys: dict[int, tuple[bytes, bytes]] = {}
-        self._graph_seed = b""
-        self._groups: list[tuple[int, ...]] = []
+        self._advert_signatures: dict[int, bytes] = {}
+        self._graph_seed = graph_seed_for(config.session, spec.round_id, spec.n_clients)
+        self._groups = neighbour_graph(spec.n_clients, config.neighbours, self._graph_seed, spec.round_id)
         self._commitments: dict[int, bytes] = {}
         self._shared: list[int] = []  # U2: clients whose shares were routed
         self._survivors: list[int] = []  # U3: clients whose masked input was summed
+        self._answering: list[int] = []  # asked to unmask (U4 with active security, else U3)
         self._requested: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self._total: np.ndarray | None = None
         self._self_mask_seeds: dict[int, bytes] = {}
@@ -752,32 +1101,56 @@ class PairwiseServer(Party):
             return self._route(self._from_clients(inbox, EncryptedShares, stage, set(self._keys)))
         if stage == "collect_masked":
             return self._collect(self._from_clients(inbox, MaskedInput, stage, set(self._shared)))
+        if stage == "collect_signatures":
+            if self._identities is None:
+                if inbox:
+                    raise ProtocolStateError(f"server: expected no messages at {stage}, got {len(inbox)}")
+                return self._unmask_requests({})
+            return self._collect_signatures(
+                self._from_clients(inbox, ConsistencySignature, stage, set(self._survivors))
+            )
         if stage == "reconstruct":
-            self._reconstruct(self._from_clients(inbox, UnmaskShares, stage, set(self._survivors)))
+            self._reconstruct(self._from_clients(inbox, UnmaskShares, stage, set(self._answering)))
             return []
         if inbox:
             raise ProtocolStateError(f"server: expected no messages at {stage}, got {len(inbox)}")
         return []
 
     def _broadcast(self, adverts: dict[int, AdvertiseKeys]) -> list[Envelope]:
+        if self._identities is not None:
+            adverts = {c: a for c, a in adverts.items() if self._advert_verifies(c, a)}
         self._need(len(adverts), "clients advertising keys")
         self._keys = {c: (a.c_public, a.s_public) for c, a in sorted(adverts.items())}
-        self._graph_seed = random_seed()
-        self._groups = neighbour_graph(
-            self._spec.n_clients, self._config.neighbours, self._graph_seed, self._spec.round_id
-        )
+        self._advert_signatures = {c: a.signature for c, a in adverts.items() if a.signature is not None}
         out = []
         for client in self._keys:
             members = [m for m in self._groups[client] if m in self._keys]
             self._need(len(members), f"live members in the share group of {party_name(client)}")
             payload = KeyBroadcast(
-                self._graph_seed,
                 tuple(members),
                 tuple(self._keys[m][0] for m in members),
                 tuple(self._keys[m][1] for m in members),
+                tuple(self._advert_signatures[m] for m in members) if self._identities is not None else None,
             )
             out.append(Envelope(client, payload))
         return out
+
+    def _advert_verifies(self, client: int, advert: AdvertiseKeys) -> bool:
+        # A client whose advert does not verify under its pinned key is treated as dropped.
+        if self._identities is None or advert.signature is None:
+            return False
+        message = _advert_message(
+            self._config.session,
+            round_id=self._spec.round_id,
+            client=client,
+            c_public=advert.c_public,
+            s_public=advert.s_public,
+        )
+        try:
+            verify(self._identities.key_of(client), message, advert.signature, context=_ADVERT_CONTEXT)
+        except SecAggError:
+            return False
+        return True
 
     def _route(self, uploads: dict[int, EncryptedShares]) -> list[Envelope]:
         self._need(len(uploads), "clients sharing keys")
@@ -827,16 +1200,51 @@ class PairwiseServer(Party):
         for client in self._shared:
             live = len(self._holders(client) & survivors)
             self._need(live, f"surviving holders of {party_name(client)}'s shares")
+        if self._identities is None:
+            return []  # the unmasking requests go out at collect_signatures
+        listed = ConsistencyRequest(np.array(self._survivors, dtype="<u4"))
+        return [Envelope(client, listed) for client in self._survivors]
+
+    def _collect_signatures(self, answers: dict[int, ConsistencySignature]) -> list[Envelope]:
+        signatures: dict[int, bytes] = {}
+        for client, answer in sorted(answers.items()):
+            if self._identities is None:
+                break
+            message = _consistency_message(
+                self._config.session, round_id=self._spec.round_id, client=client, survivors=self._survivors
+            )
+            try:
+                verify(
+                    self._identities.key_of(client), message, answer.signature, context=_CONSISTENCY_CONTEXT
+                )
+            except SecAggError:
+                continue  # a client whose signature fails is treated as dropped
+            signatures[client] = answer.signature
+        return self._unmask_requests(signatures)
+
+    def _unmask_requests(self, signatures: Mapping[int, bytes]) -> list[Envelope]:
+        survivors = set(self._survivors)
+        active = self._identities is not None
+        self._answering = sorted(signatures) if active else list(self._survivors)
+        self._need(len(self._answering), "clients asked to unmask")
         out = []
-        for client in self._survivors:
+        for client in self._answering:
             holders = self._holders(client)
             alive = frozenset(holders & survivors)
             gone = frozenset(holders - survivors)
             self._requested[client] = (alive, gone)
+            signers = sorted(m for m in self._groups[client] if m in signatures) if active else []
+            if active:
+                self._need(len(signers), f"consistency signatures in the share group of {party_name(client)}")
             out.append(
                 Envelope(
                     client,
-                    UnmaskRequest(np.array(sorted(alive), dtype="<u4"), np.array(sorted(gone), dtype="<u4")),
+                    UnmaskRequest(
+                        np.array(sorted(alive), dtype="<u4"),
+                        np.array(sorted(gone), dtype="<u4"),
+                        np.array(signers, dtype="<u4"),
+                        tuple(signatures[m] for m in signers),
+                    ),
                 )
             )
         return out
@@ -861,33 +1269,17 @@ class PairwiseServer(Party):
                 b_shares[owner].append((holder + 1, row))
             for owner, row in zip(s_owners, answer.key_shares, strict=True):
                 s_shares[owner].append((holder + 1, row))
-        weights_cache: dict[tuple[int, ...], np.ndarray] = {}
-
-        def recover(owner: int, shares: list[tuple[int, np.ndarray]], what: str) -> bytes:
-            if len(shares) < self._threshold:
-                raise NotEnoughClientsError(
-                    f"server: expected at least t = {self._threshold} {what} shares of "
-                    f"{party_name(owner)}, got {len(shares)}; nothing is revealed"
-                )
-            used = sorted(shares, key=lambda item: item[0])[: self._threshold]
-            xs = tuple(x for x, _ in used)
-            if xs not in weights_cache:
-                weights_cache[xs] = lagrange_at_zero(xs)
-            rows = np.stack([row for _, row in used]).astype(np.uint64)
-            limbs = (rows * weights_cache[xs][:, None] % np.uint64(PRIME)).sum(axis=0) % np.uint64(PRIME)
-            return limbs_to_secret(limbs, SECRET_BYTES)
-
+        b_seeds = self._recover_all(b_shares, "self-mask")
+        s_secrets = self._recover_all(s_shares, "key")
         rid = self._spec.round_id
-        for owner, shares in b_shares.items():
-            seed = recover(owner, shares, "self-mask")
+        for owner, seed in b_seeds.items():
             if _commitment(seed, round_id=rid, client=owner) != self._commitments[owner]:
                 raise IntegrityError(
                     f"server: the self-mask seed rebuilt for {party_name(owner)} does not match its "
                     "commitment (expected consistent shares, got altered ones)"
                 )
             self._self_mask_seeds[owner] = seed
-        for owner, shares in s_shares.items():
-            secret = recover(owner, shares, "key")
+        for owner, secret in s_secrets.items():
             if public_key(secret) != self._keys[owner][1]:
                 raise IntegrityError(
                     f"server: the key rebuilt for {party_name(owner)} does not match its advertised "
@@ -904,18 +1296,43 @@ class PairwiseServer(Party):
         remove_masks(total, self_mask_seeds=self._self_mask_seeds, dropped_pairs=dropped_pairs, round_id=rid)
         self._revealed = Revealed(self._codec.decode(total), tuple(self._survivors))
 
+    def _recover_all(self, shares: dict[int, list[tuple[int, np.ndarray]]], what: str) -> dict[int, bytes]:
+        """Every owner's secret from its first t shares (by holder index), with
+        :func:`secagg.shamir.reconstruct`'s checks; owners that share the same t holders
+        are rebuilt in one pass."""
+        batches: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for owner, found in shares.items():
+            if len(found) < self._threshold:
+                raise NotEnoughClientsError(
+                    f"server: expected at least t = {self._threshold} {what} shares of "
+                    f"{party_name(owner)}, got {len(found)}; nothing is revealed"
+                )
+            used = sorted(found, key=lambda item: item[0])[: self._threshold]
+            xs = tuple(x for x, _ in used)
+            batches.setdefault(xs, []).append((owner, np.stack([row for _, row in used])))
+        secrets: dict[int, bytes] = {}
+        for xs, members in batches.items():
+            stacked = np.concatenate([rows for _, rows in members], axis=1)
+            values = reconstruct(list(xs), stacked, threshold=self._threshold)
+            for index, (owner, _) in enumerate(members):
+                secrets[owner] = limbs_to_secret(values[index * LIMBS : (index + 1) * LIMBS], SECRET_BYTES)
+        return secrets
+
     def output(self) -> Revealed | None:
         return self._revealed
 
     def holdings(self) -> list[Holding]:
         # The rebuilt seeds and secrets are the clients' secrets, revealed to the server by
         # design at unmasking: never both of one client.
-        return [
+        held = [
             Holding("public_keys", dict(self._keys), secret=False),
             Holding("graph_seed", self._graph_seed, secret=False),
             Holding("self_mask_seeds", dict(self._self_mask_seeds), secret=True),
             Holding("key_agreement_secrets", dict(self._key_secrets), secret=True),
         ]
+        if self._identities is not None:
+            held.append(Holding("pinned_identities", self._identities.verification_keys, secret=False))
+        return held
 
 
 # ---------------------------------------------------------------- protocol
@@ -933,6 +1350,8 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
         "route_shares",
         "masked_input",
         "collect_masked",
+        "consistency_check",
+        "collect_signatures",
         "unmasking",
         "reconstruct",
     )
@@ -948,6 +1367,8 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
         MaskedInput,
         UnmaskRequest,
         UnmaskShares,
+        ConsistencyRequest,
+        ConsistencySignature,
     )
     server_ids = (SERVER,)
     aggregate_holder = SERVER
@@ -958,7 +1379,7 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"
-    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer)
+    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer, Identities)
     # At unmasking the server rebuilds survivors' self-mask seeds and dropped clients'
     # key-agreement secrets (never both for one client).
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {
@@ -966,13 +1387,16 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     }
     threat_model = ThreatModel(
         keys="each client: two X25519 key pairs (share encryption, mask agreement) and a self-mask "
-        "seed, fresh per round; the server: public keys only until unmasking",
+        "seed, fresh per round (with active security also a long-term Ed25519 identity key, "
+        "pinned by every party); the server: public keys only until unmasking",
         server_sees="public keys, AES-GCM ciphertexts of shares, uniformly masked vectors; at "
         "unmasking the self-mask seeds of survivors and the mask keys of dropped clients, never both",
         collusion="the server with t clients of a share group learns that group's inputs",
         dropouts="any stage, while each share group keeps t live members (t = floor(2g/3) + 1 by default)",
         min_clients=2,
-        notes="semi-honest server (no consistency-check round); min revealed = max(min_clients, t)",
+        notes="every client checks |U1|, |U2|, |U3| >= t and derives the neighbour graph itself; "
+        "without active_security the server can swap public keys (honest-but-curious only); "
+        "min revealed = max(min_clients, t)",
     )
 
     def make_parties(
@@ -981,9 +1405,34 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
         config = self.config
         config.codec(spec.n_clients).check_budget(spec.n_clients)
         config.threshold_for(spec.n_clients)
-        parties: list[Party] = [PairwiseClient(i, u, spec, config) for i, u in enumerate(updates)]
-        parties.append(PairwiseServer(spec, config))
+        if not config.active_security:
+            parties: list[Party] = [PairwiseClient(i, u, spec, config) for i, u in enumerate(updates)]
+            parties.append(PairwiseServer(spec, config))
+            return parties
+        signing_keys = self._signing_keys
+        if signing_keys is None:
+            # Stands in for an enrolment: fresh identity keys, every verification key pinned by all.
+            signing_keys = tuple(generate_signing_keypair()[0] for _ in updates)
+        if len(signing_keys) != spec.n_clients:
+            raise ConfigError(
+                f"{self.name}: expected {spec.n_clients} pinned identity keys, got {len(signing_keys)}"
+            )
+        identities = Identities(tuple(verification_key(k) for k in signing_keys))
+        parties = [
+            PairwiseClient(i, u, spec, config, signing_key=signing_keys[i], identities=identities)
+            for i, u in enumerate(updates)
+        ]
+        parties.append(PairwiseServer(spec, config, identities=identities))
         return parties
+
+    _signing_keys: tuple[bytes, ...] | None = None
+
+    def with_identities(self, signing_keys: Sequence[bytes]) -> PairwiseMasking:
+        """This protocol with long-term Ed25519 identity keys (client i's at index i) for
+        active security, instead of fresh ones per round (what an enrolment hands out)."""
+        protocol = PairwiseMasking(self.config)
+        protocol._signing_keys = tuple(bytes(k) for k in signing_keys)
+        return protocol
 
     def precision(self, *, n_clients: int, value_range: float) -> float:
         # One rounding per encoded value; the masked sum is exact in Z_2^k. The second term

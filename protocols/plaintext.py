@@ -9,6 +9,10 @@ Threat model: there is none. The server sees every client's update exactly; this
 the observable that gradient-inversion attacks (DLG, iDLG, Inverting Gradients,
 analytic recovery) exploit, and the baseline the protected protocols are measured
 against.
+
+Inputs must be finite: a client refuses to send NaN or Inf (EncodingOverflowError), and
+the server leaves out, like a dropout, a sender whose values are non-finite, of the wrong
+length or carry a bad weight, so one bad client never poisons or aborts the others' sum.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from secagg.errors import ConfigError, ProtocolStateError, WireFormatError
-from secagg.party import SERVER, Envelope, Inbound, Party, Revealed
+from secagg.errors import ConfigError, EncodingOverflowError, ProtocolStateError, WireFormatError
+from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.wire import Payload, Reader, Writer
 
@@ -74,7 +78,13 @@ class PlainClient(Party):
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "upload":
-            values = self._update.astype(self._dtype, copy=False)
+            with np.errstate(over="ignore"):
+                values = self._update.astype(self._dtype, copy=False)
+            # After the cast: a finite float64 beyond float32's range becomes Inf there.
+            if not np.all(np.isfinite(values)):
+                raise EncodingOverflowError(
+                    f"{self.name}: expected finite {self._dtype.__name__} values, got NaN or Inf"
+                )
             return [Envelope(SERVER, PlainUpdate(self._weight, values))]
         return []
 
@@ -87,6 +97,7 @@ class PlainServer(Party):
         self._spec = spec
         self._weighted = weighted
         self._revealed: Revealed | None = None
+        self.left_out: dict[int, str] = {}
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage != "aggregate":
@@ -98,13 +109,11 @@ class PlainServer(Party):
             payload = message.payload
             if not isinstance(payload, PlainUpdate) or message.sender >= self._spec.n_clients:
                 raise ProtocolStateError(f"server: unexpected {type(payload).__name__} from {message.sender}")
-            if payload.values.size != self._spec.n_params:
-                raise ProtocolStateError(
-                    f"server: expected {self._spec.n_params} values from client {message.sender}, "
-                    f"got {payload.values.size}"
-                )
-            if not (np.isfinite(payload.weight) and payload.weight > 0):
-                raise ProtocolStateError(f"server: client {message.sender} sent weight {payload.weight}")
+            problem = self._problem(payload)
+            if problem:
+                # A bad sender is left out like a dropout: the others' aggregate stands.
+                self.left_out[message.sender] = problem
+                continue
             weight = payload.weight if self._weighted else 1.0
             total += weight * payload.values
             weight_sum += weight
@@ -115,8 +124,20 @@ class PlainServer(Party):
         self._revealed = Revealed(aggregate, tuple(sorted(included)))
         return []
 
+    def _problem(self, payload: PlainUpdate) -> str:
+        if payload.values.size != self._spec.n_params:
+            return f"expected {self._spec.n_params} values, got {payload.values.size}"
+        if not (np.isfinite(payload.weight) and payload.weight > 0):
+            return f"expected a finite weight > 0, got {payload.weight}"
+        if not np.all(np.isfinite(payload.values)):
+            return "expected finite values, got NaN or Inf"
+        return ""
+
     def output(self) -> Revealed | None:
         return self._revealed
+
+    def holdings(self) -> list[Holding]:
+        return [Holding("left_out", dict(self.left_out), secret=False)]
 
 
 class _Plaintext(Protocol[PlaintextConfig]):

@@ -78,12 +78,10 @@ from secagg.party import SERVER, SERVER_B, Envelope, Holding, Inbound, Party, Re
 from secagg.prf import SEED_BYTES, derive_key, domain, expand, random_seed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import SEAL_OVERHEAD, generate_keypair, open_sealed, seal
-from secagg.wire import Payload, Reader, Writer
+from secagg.wire import ARRAY_HEADER_BYTES, Payload, Reader, Writer, array_header
 
 WIRE_ID = 30
 SEALED_SEED_BYTES = SEED_BYTES + SEAL_OVERHEAD  # 80
-_ARRAY_HEADER = 9  # Writer.array: u8 dtype code + u64 count
-_DTYPE_CODE = {32: 2, 64: 3}  # wire.py's codes for <u4 and <u8
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
 
@@ -142,11 +140,10 @@ class MaskedShare(Payload):
     def allocate(cls, n: int, ring_bits: int) -> MaskedShare:
         """A share whose ``values`` is a writable view into its own wire buffer."""
         itemsize = ring_bits // 8
-        buffer = bytearray(_ARRAY_HEADER + n * itemsize)
-        buffer[0] = _DTYPE_CODE[ring_bits]
-        buffer[1:_ARRAY_HEADER] = n.to_bytes(8, "big")
         dtype = np.dtype(f"<u{itemsize}")
-        values = np.frombuffer(buffer, dtype=dtype, offset=_ARRAY_HEADER, count=n)
+        buffer = bytearray(ARRAY_HEADER_BYTES + n * itemsize)
+        buffer[:ARRAY_HEADER_BYTES] = array_header(dtype, n)
+        values = np.frombuffer(buffer, dtype=dtype, offset=ARRAY_HEADER_BYTES, count=n)
         return cls(values, buffer)
 
     def to_bytes(self) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
 
-# Packages that contribute subcommands, if installed.
+# Packages that contribute subcommands; they ship with secagg, so a missing one is an
+# ImportError, not a silently shorter command list. Each imports no torch at module level.
 _PLUGINS = ("leakage.cli", "leakage.app.cli", "benchmarks.cli")
 
 
@@ -66,10 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     user_errors: list[type[Exception]] = [SecAggError]
     for module in _PLUGINS:
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            continue
-        if importlib.util.find_spec(module) is None:
-            continue
         plugin = importlib.import_module(module)
         plugin.register(sub)
         # A plugin's own typed errors (e.g. leakage's) are reported like ours, not as tracebacks.

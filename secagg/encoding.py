@@ -65,6 +65,12 @@ class FixedPoint:
         if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
             raise ConfigError(f"clip must be a finite number > 0, got {self.clip!r}")
         magnitude = self.max_magnitude
+        if magnitude == 0:
+            # Every accepted value would encode to 0 and max_clients() would divide by zero.
+            raise ConfigError(
+                f"clip {self.clip} * 2^{self.frac_bits} rounds to 0: expected a magnitude >= 1; "
+                "raise frac_bits or clip"
+            )
         if magnitude > 2 ** (self.ring_bits - 1) - 1:
             raise EncodingOverflowError(
                 f"clip {self.clip} with {self.frac_bits} fractional bits needs magnitude "

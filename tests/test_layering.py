@@ -86,3 +86,23 @@ print(len(names))
     done = _run(code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip()) > 3
+
+
+@pytest.mark.parametrize(
+    ("package", "banned"),
+    [
+        ("secagg", {"protocols", "leakage", "benchmarks"}),
+        ("protocols", {"leakage", "benchmarks"}),
+        ("leakage", {"benchmarks"}),
+    ],
+)
+def test_dependencies_point_one_way(package: str, banned: set[str]) -> None:
+    """Every import in the package, at module level or inside a function, points down the
+    layers secagg <- protocols <- leakage <- benchmarks (docs/design.md). The one exception
+    is the ``secagg`` command line, the entry point that registers every layer's commands."""
+    entry_points = {ROOT / "secagg" / "cli.py", ROOT / "secagg" / "__main__.py"}
+    for path in _sources(package):
+        if path in entry_points:
+            continue
+        found = _imports(path) & banned
+        assert not found, f"{path.relative_to(ROOT)} imports {found}"

@@ -493,8 +493,6 @@ def _flat(vectors: Sequence[torch.Tensor]) -> np.ndarray:
 
 def evaluate(settings: Settings) -> dict[str, Any]:
     """Run everything ``settings`` asks for, write report.html + results.json, return the record."""
-    import importlib.util
-
     import protocols
     from leakage.app.report import write_report
 
@@ -504,14 +502,7 @@ def evaluate(settings: Settings) -> dict[str, Any]:
     names = list(settings.protocols) if settings.protocols is not None else protocols.available()
     for name in names:
         protocols.get(name)  # an unknown name fails now, listing the valid ones
-    has_transforms = importlib.util.find_spec("secagg.defences.transforms") is not None
-    defenses = (
-        list(settings.defenses)
-        if settings.defenses is not None
-        else (list(DEFAULT_DEFENSES) if has_transforms else [])
-    )
-    if defenses and not has_transforms:
-        raise AttackConfigError("defenses need secagg.defences.transforms, which is not installed")
+    defenses = list(settings.defenses) if settings.defenses is not None else list(DEFAULT_DEFENSES)
 
     sim = simulate(settings)
     model, truth, w_before, n_params = sim.model, sim.truth, sim.w_before, sim.n_params

@@ -43,8 +43,9 @@ def test_quick_bench_writes_json_csv_and_plots(tmp_path):
     assert (tmp_path / "bytes_per_param.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_a_missing_module_is_skipped_with_a_note(tmp_path):
+def test_a_missing_module_is_an_error_not_a_silent_skip(tmp_path):
     from benchmarks.__main__ import run_module
 
     entry = run_module("no_such_benchmark", True, tmp_path)
-    assert entry["status"] == "skipped" and "not present" in entry["note"]
+    assert entry["status"] == "error" and "ModuleNotFoundError" in entry["note"]
+    assert "no_such_benchmark" in entry["note"]

@@ -177,13 +177,27 @@ def test_key_holder_refuses_a_sum_of_one_client() -> None:
     result = run_round(FAST, make_updates(3, 40, seed=5), faults=[Dropout(1, "upload"), Dropout(2, "upload")])
     assert isinstance(result.error, NotEnoughClientsError)
     assert result.aggregate is None
-    # With min_clients=1 the same round reveals client 0's update: the threshold is the guard.
-    single = run_round(
-        fast_protocol("ckks", min_clients=1),
-        make_updates(3, 40, seed=5),
-        faults=[Dropout(1, "upload"), Dropout(2, "upload")],
-    )
-    assert single.included == (0,)
+    # min_clients=1 would reveal client 0's update as the "sum": no configuration allows it.
+    with pytest.raises(ConfigError, match="min_clients"):
+        fast_protocol("ckks", min_clients=1)
+
+
+def test_explicit_parameters_that_would_wrap_raise_before_encrypting() -> None:
+    # N=2048, [40, 14], Δ=2^36 holds |sum| < ~8: three clients at 3.9 wrapped to -4.3.
+    protocol = CKKS(poly_modulus_degree=2048, coeff_mod_bit_sizes="40,14", scale_bits=36, clip=3.9)
+    updates = [np.full(8, 3.9) for _ in range(3)]
+    with pytest.raises(EncodingOverflowError, match="capacity"):
+        run_round(protocol, updates)
+    # Two clients fit the same parameters, and their sum comes back right.
+    result = run_round(protocol, updates[:2])
+    assert np.allclose(result.unwrap(), 7.8, atol=1e-3)
+
+
+def test_nvflare_preset_checks_its_capacity_too() -> None:
+    protocol = CKKS(preset="nvflare", clip=1e17)
+    with pytest.raises(EncodingOverflowError, match="nvflare"):
+        protocol.make_parties(make_updates(8, 4), None, RoundSpec(round_id=0, n_clients=8, n_params=4))
+    protocol.check_capacity(5)
 
 
 def test_key_holder_checks_the_claimed_clients(keys) -> None:

@@ -46,15 +46,18 @@ def test_late_dropout_leaves_the_others_aggregate(name: str) -> None:
     result, updates = _run(name, [Dropout(4, protocol.late_dropout_stage)])
     _correct_or_typed_error(name, result, updates)
     assert result.error is None, f"{name} should survive one late dropout: {result.error}"
-    assert set(result.included) <= {0, 1, 2, 3, 4}
+    # The clients that stayed are all in the aggregate (the dropped one may be, if its input
+    # was already in by the late stage).
+    assert {0, 1, 2, 3} <= set(result.included)
 
 
 @pytest.mark.parametrize("name", protocols.available())
 def test_early_dropout_is_left_out(name: str) -> None:
     result, updates = _run(name, [Dropout(2, fast_protocol(name).stages[0])])
     _correct_or_typed_error(name, result, updates)
-    if result.error is None:
-        assert 2 not in result.included
+    # A client gone before it sent anything costs the others nothing: they are aggregated.
+    assert result.error is None, f"{name} should survive an early dropout: {result.error}"
+    assert result.included == (0, 1, 3, 4)
 
 
 @pytest.mark.parametrize("name", protocols.available())

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 import protocols
 from protocols.pairwise import (
     LIMBS,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
     EncryptedShares,
     KeyBroadcast,
     MaskedInput,
@@ -314,7 +317,7 @@ def test_client_refuses_a_request_for_both_shares() -> None:
             edited.append(Envelope(envelope.recipient, payload))
         return edited
 
-    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_masked", greedy))
+    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_signatures", greedy))
     assert isinstance(result.error, ProtocolStateError)
     assert "refused" in str(result.error) and "client-1" in str(result.error)
     assert not any(isinstance(r.payload, UnmaskShares) for r in result.views[SERVER].received)
@@ -329,7 +332,7 @@ def test_client_refuses_a_request_that_leaves_out_a_holder() -> None:
             for e in out
         ]
 
-    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_masked", omit))
+    result, _ = _run(4, protocol=_tampering(PairwiseMasking(), "collect_signatures", omit))
     assert isinstance(result.error, ProtocolStateError)
 
 
@@ -338,7 +341,7 @@ def test_client_refuses_a_request_that_leaves_out_a_holder() -> None:
 
 def test_minimum_clients_refusal_reveals_nothing() -> None:
     faults = [Dropout(0, "masked_input"), Dropout(1, "masked_input")]
-    result, _ = _run(5, faults=faults, min_clients=4, threshold=2)
+    result, _ = _run(5, faults=faults, min_clients=4, threshold=2, insecure_allow_low_threshold=True)
     assert isinstance(result.error, NotEnoughClientsError)
     assert "at least 4" in str(result.error)
     assert result.aggregate is None
@@ -387,7 +390,18 @@ def test_registered_under_secagg() -> None:
 
 def test_payloads_round_trip_and_reject_truncation() -> None:
     samples = [
-        KeyBroadcast(bytes(32), (0, 2), (bytes(32), bytes([1]) * 32), (bytes([2]) * 32, bytes([3]) * 32)),
+        KeyBroadcast((0, 2), (bytes(32), bytes([1]) * 32), (bytes([2]) * 32, bytes([3]) * 32)),
+        KeyBroadcast((0,), (bytes(32),), (bytes([2]) * 32,), (bytes([5]) * 64,)),
+        AdvertiseKeys(bytes(32), bytes([1]) * 32),
+        AdvertiseKeys(bytes(32), bytes([1]) * 32, bytes([4]) * 64),
+        ConsistencyRequest(np.array([0, 3, 4], dtype="<u4")),
+        ConsistencySignature(bytes([6]) * 64),
+        UnmaskRequest(
+            np.array([0, 1], dtype="<u4"),
+            np.array([5], dtype="<u4"),
+            np.array([1], dtype="<u4"),
+            (bytes(64),),
+        ),
         EncryptedShares(bytes(32), (1, 2), (bytes(88), bytes([7]) * 88)),
         RoutedShares((4,), (bytes([9]) * 88,)),
         UnmaskRequest(np.array([0, 1], dtype="<u4"), np.array([5], dtype="<u4")),

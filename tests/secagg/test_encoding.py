@@ -100,3 +100,11 @@ def test_pure_functions_match_codec() -> None:
     x = np.linspace(-1, 1, 11)
     u = encode(x, ring_bits=64, frac_bits=20, clip=1.0)
     assert np.array_equal(decode(u, ring_bits=64, frac_bits=20), FixedPoint(64, 20, 1.0).decode(u))
+
+
+@pytest.mark.parametrize("clip, frac_bits", [(0.25, 1), (1e-6, 16), (0.4, 0)])
+def test_a_scale_that_rounds_to_zero_is_refused_at_construction(clip: float, frac_bits: int) -> None:
+    # rint(clip * 2^f) == 0 would encode every value as 0 and divide by zero in max_clients().
+    with pytest.raises(ConfigError, match="rounds to 0"):
+        FixedPoint(ring_bits=32, frac_bits=frac_bits, clip=clip)
+    assert FixedPoint(ring_bits=32, frac_bits=frac_bits, clip=1.0).max_clients() >= 1
