@@ -20,6 +20,14 @@ Beside them, Flower 1.42's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``)
 model, data and clients: the same figures, its bytes counted on the same protobuf records.
 Every time is a ratio against the plaintext-FedAvg run of the same simulation setup
 (``round_s_vs_plaintext``, steady state: the first round also starts Ray's actors).
+
+    python -m benchmarks.flower --deploy [--quick] [--clients 4]
+
+writes ``flower-deploy.json`` instead: one round of every protocol on Flower's deployment
+engine (:mod:`protocols.runtime.flower.deploy`: a SuperLink and ``--clients`` SuperNodes as
+processes, TLS, node authentication) next to the same schedule in the simulation engine,
+on the deployment's seeded synthetic updates (300 parameters): seconds per round in each
+and their ratio (``deploy_vs_simulation``), with the startup of each engine reported apart.
 """
 
 from __future__ import annotations
@@ -362,13 +370,72 @@ def summarise(rows: list[dict[str, Any]]) -> None:
             row["round_s_vs_plaintext"] = steady / baseline["round_s_steady"] if steady else None
 
 
+def run_deploy(quick: bool, *, n_clients: int, n_params: int = 300) -> dict[str, Any]:
+    """Seconds per round per protocol: deployment engine against simulation engine."""
+    import protocols
+    from protocols.runtime.flower import SecAggWorkflow, simulate
+    from protocols.runtime.flower.deploy import deploy, synthetic_update
+
+    names = [name for name in protocols.available() if name not in SKIP]
+    schedule = [(name, dict(protocols.get(name).fast_config) if quick else {}) for name in names]
+    began = time.perf_counter()
+    deployed = deploy(schedule, n_clients, n_params=n_params, insecure_single_operator=True, timeout=3600)
+    deploy_wall = time.perf_counter() - began
+    if "error" in deployed.result:
+        raise RuntimeError(f"deployment failed: {deployed.result['error']}")
+    began = time.perf_counter()
+    simulated = simulate(
+        [SecAggWorkflow(name, config, insecure_single_operator=True) for name, config in schedule],
+        synthetic_update,
+        initial=np.zeros(n_params),
+        n_clients=n_clients,
+    )
+    simulation_wall = time.perf_counter() - began
+    rows = []
+    for index, (name, config) in enumerate(schedule):
+        deploy_s = float(deployed.result["round_seconds"][index])
+        simulation_s = float(simulated.round_seconds[index])
+        rows.append(
+            {
+                "protocol": name,
+                "config": config,
+                "deploy_round_s": deploy_s,
+                "simulation_round_s": simulation_s,
+                "deploy_vs_simulation": deploy_s / simulation_s,
+            }
+        )
+    return {
+        "benchmark": "flower-deploy",
+        "environment": environment(),
+        "quick": quick,
+        "n_clients": n_clients,
+        "n_params": n_params,
+        "deploy_startup_s": deployed.startup_seconds,
+        "deploy_wall_s": deploy_wall,
+        "deploy_strays": deployed.strays,
+        "simulation_wall_s": simulation_wall,
+        "rows": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deploy", action="store_true", help="deployment engine next to simulation")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
+    if args.deploy:
+        result = run_deploy(args.quick, n_clients=args.clients)
+        out = write_json(Path(args.out) / "flower-deploy.json", result)
+        for row in result["rows"]:
+            print(
+                f"{row['protocol']:18s} deploy {row['deploy_round_s']:7.2f} s/round  "
+                f"simulation {row['simulation_round_s']:6.2f} s/round  x{row['deploy_vs_simulation']:.1f}"
+            )
+        print(f"wrote {out}")
+        return
     record = run(args.quick, n_clients=args.clients, rounds=args.rounds)
     path = write_json(Path(args.out) / "flower.json", record)
     for row in record["rows"]:

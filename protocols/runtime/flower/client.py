@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -439,7 +439,9 @@ def _floats(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f8").copy()
 
 
-def make_client_app(train_fn: TrainFn, trust: Trust | Callable[[int], NodeKeys]) -> ClientApp:
+def make_client_app(
+    train_fn: TrainFn, trust: Trust | Callable[[int, Mapping[str, Any]], NodeKeys]
+) -> ClientApp:
     """A Flower ``ClientApp`` running the client side of any registered protocol around ``train_fn``.
 
     ``train_fn(partition, global_params, round) -> (update, sample_count)`` is the user's
@@ -447,19 +449,23 @@ def make_client_app(train_fn: TrainFn, trust: Trust | Callable[[int], NodeKeys])
     leaves the node except through the protocol. Which protocol (and its config) a
     round uses comes with each message, so one simulation can run several protocols.
     ``trust`` gives each node its configured keys (:class:`Trust`, or a function from
-    partition to :class:`NodeKeys`); the ServerApp never receives it.
+    the partition and the node's configuration to :class:`NodeKeys`); the ServerApp never
+    receives it.
     """
     from flwr.app import ConfigRecord, Context, Message, RecordDict
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
 
-    keys_of = trust.node if isinstance(trust, Trust) else trust
+    def keys_of(partition: int, node_config: Mapping[str, Any]) -> NodeKeys:
+        return trust.node(partition) if isinstance(trust, Trust) else trust(partition, node_config)
 
     def _node(context: Context, record: Any) -> SecAggNode:
         partition = int(context.node_config["partition-id"])
         protocol = protocol_from(str(record["protocol"]), json.loads(str(record["config"])))
-        return SecAggNode(protocol, _load_node(context, protocol, partition), keys_of(partition))
+        return SecAggNode(
+            protocol, _load_node(context, protocol, partition), keys_of(partition, context.node_config)
+        )
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

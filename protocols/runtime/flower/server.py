@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -154,8 +154,12 @@ class SecAggWorkflow:
         timeout: float | None = 600.0,
         dropouts: Mapping[int, str] | None = None,
         insecure_single_operator: bool = False,
+        before_stage: Callable[[str], None] | None = None,
     ) -> None:
         self.protocol_name = protocol_name
+        # Called with each stage's name before its messages go out (a deployment's fault
+        # injection stops a SuperNode process there).
+        self.before_stage = before_stage
         self.config = dict(config or {})
         self.protocol = protocol_from(protocol_name, self.config)
         self.provisioning = provisioning or provisioning_of(self.protocol)
@@ -281,6 +285,8 @@ class SecAggWorkflow:
             return pending
 
         for stage in protocol.stages:
+            if self.before_stage is not None:
+                self.before_stage(stage)
             for sid, party in sorted(servers.items()):
                 inbox = []
                 started = time.perf_counter()
@@ -572,32 +578,46 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        try:
-            found = _wait_for_nodes(grid, n_nodes)
-            hello = schedule[0]._exchange(grid, {node: {"op": "hello"} for node in found})
-            by_partition = {int(reply["partition"]): node for node, (reply, _, _) in hello.items()}
-            if sorted(by_partition) != list(range(n_nodes)):
-                raise ProtocolStateError(f"expected partitions 0..{n_nodes - 1}, got {sorted(by_partition)}")
-            nodes = [by_partition[i] for i in range(n_nodes)]
-            params = np.asarray(initial, dtype=np.float64).copy()
-            for round_id, workflow in enumerate(schedule):
-                began = time.perf_counter()
-                try:
-                    outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params, keys)
-                except SecAggError as exc:
-                    if not keep_going:
-                        raise
-                    # The nodes reset their round state at the next train message.
-                    run.failures[round_id] = exc
-                else:
-                    params = params + outcome.aggregate
-                    run.rounds.append(outcome)
-                run.params.append(params.copy())
-                run.round_seconds.append(time.perf_counter() - began)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller of simulate()
-            run.error = exc
+        serve(grid, schedule, initial=initial, n_nodes=n_nodes, run=run, keys=keys, keep_going=keep_going)
 
     return app
+
+
+def serve(
+    grid: Grid,
+    schedule: Sequence[SecAggWorkflow],
+    *,
+    initial: np.ndarray,
+    n_nodes: int,
+    run: FlowerRun,
+    keys: ServerKeys,
+    keep_going: bool = False,
+) -> None:
+    """The body of :func:`make_server_app`'s ``main``: every round of ``schedule`` into ``run``."""
+    try:
+        found = _wait_for_nodes(grid, n_nodes)
+        hello = schedule[0]._exchange(grid, {node: {"op": "hello"} for node in found})
+        by_partition = {int(reply["partition"]): node for node, (reply, _, _) in hello.items()}
+        if sorted(by_partition) != list(range(n_nodes)):
+            raise ProtocolStateError(f"expected partitions 0..{n_nodes - 1}, got {sorted(by_partition)}")
+        nodes = [by_partition[i] for i in range(n_nodes)]
+        params = np.asarray(initial, dtype=np.float64).copy()
+        for round_id, workflow in enumerate(schedule):
+            began = time.perf_counter()
+            try:
+                outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params, keys)
+            except SecAggError as exc:
+                if not keep_going:
+                    raise
+                # The nodes reset their round state at the next train message.
+                run.failures[round_id] = exc
+            else:
+                params = params + outcome.aggregate
+                run.rounds.append(outcome)
+            run.params.append(params.copy())
+            run.round_seconds.append(time.perf_counter() - began)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+        run.error = exc
 
 
 def _train_and_aggregate(

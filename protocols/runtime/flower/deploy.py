@@ -1,0 +1,686 @@
+"""A secagg round on Flower's deployment engine: a SuperLink and N SuperNodes as processes.
+
+``python -m protocols.runtime.flower.deploy --clients 4 --protocol secagg`` does on
+loopback what an operator does across machines with Flower 1.42:
+
+1. makes the run's credentials locally: a CA and a SuperLink TLS certificate for
+   127.0.0.1 (``cryptography`` x509, EC P-256), one EC P-384 SuperNode authentication
+   key per node (OpenSSH format, as ``flower-supernode --auth-supernode-private-key``
+   reads it), and secagg's own long-term keys (:class:`protocols.runtime.flower.client.Trust`):
+   each node's key file (its Ed25519 identity, the pinned dealer keys) is named in that
+   node's ``--node-config``; the ServerApp's file holds only public keys;
+2. starts ``flower-superlink`` with TLS and ``--enable-supernode-auth``, registers every
+   node's public key (``flwr supernode register``), starts one ``flower-supernode`` per
+   client with TLS and its authentication key, each process in its own session;
+3. submits the run with ``flwr run`` (a Flower App written into the run's directory,
+   whose ServerApp and ClientApp are this package's); the ServerApp runs the FedAvg
+   round of :mod:`protocols.runtime.flower.server` and writes the round's result as JSON;
+4. stops every process it started (SIGTERM, then SIGKILL after a bound) and waits until
+   no process of the run (including the ServerApp/ClientApp/SuperExec children Flower
+   starts) is left.
+
+Updates are synthetic and seeded (:func:`synthetic_update`) so a caller can compute the
+float64 reference. No network beyond loopback; nothing is downloaded (runtime dependency
+installation is off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from protocols.runtime.flower.client import NodeKeys, Trust
+from protocols.runtime.flower.server import ServerKeys
+from secagg.errors import ConfigError, ProtocolStateError, WireFormatError
+from secagg.wire import Reader, Writer
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+APP_PACKAGE = "secagg_deploy_app"
+RESULT_VERSION = 1
+RANGE = 0.5
+
+
+def synthetic_update(partition: int, params: np.ndarray, round_id: int) -> tuple[np.ndarray, float]:
+    """The deployment's stand-in for local training: a seeded update and sample count."""
+    rng = np.random.default_rng(1000 * round_id + partition)
+    return rng.uniform(-RANGE, RANGE, params.size), float(partition + 1)
+
+
+# -- key files (explicit layouts, never pickled) ------------------------------------------
+
+_NODE_MAGIC, _SERVER_MAGIC = b"SGNK", b"SGSK"
+
+
+def dump_node_keys(keys: NodeKeys) -> bytes:
+    writer = Writer().raw(_NODE_MAGIC).u8(1).blob(keys.identity_private).blob(keys.dealer_public)
+    writer.blob(keys.server_b_public).blob(keys.dealer_private).u32(len(keys.node_publics))
+    for public in keys.node_publics:
+        writer.blob(public)
+    return writer.to_bytes()
+
+
+def load_node_keys(data: bytes) -> NodeKeys:
+    reader = Reader(data, "node keys")
+    if reader.raw(4, "magic") != _NODE_MAGIC or reader.u8("version") != 1:
+        raise WireFormatError("node keys: expected magic SGNK version 1")
+    identity, dealer, server_b, dealer_private = (reader.blob(name, 64) for name in ("id", "d", "b", "dp"))
+    count = reader.u32("node count")
+    if count > 4096:
+        raise WireFormatError(f"node keys: {count} node keys")
+    publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    reader.done()
+    return NodeKeys(identity, dealer, server_b, dealer_private, publics)
+
+
+def dump_server_keys(keys: ServerKeys) -> bytes:
+    writer = Writer().raw(_SERVER_MAGIC).u8(1).blob(keys.dealer_public).blob(keys.server_b_private)
+    writer.u32(len(keys.node_publics))
+    for public in keys.node_publics:
+        writer.blob(public)
+    return writer.to_bytes()
+
+
+def load_server_keys(data: bytes) -> ServerKeys:
+    reader = Reader(data, "server keys")
+    if reader.raw(4, "magic") != _SERVER_MAGIC or reader.u8("version") != 1:
+        raise WireFormatError("server keys: expected magic SGSK version 1")
+    dealer, server_b = reader.blob("dealer", 64), reader.blob("server b", 64)
+    count = reader.u32("node count")
+    if count > 4096:
+        raise WireFormatError(f"server keys: {count} node keys")
+    publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    reader.done()
+    return ServerKeys(dealer, publics, server_b)
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.write_bytes(b"")
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+# -- the apps Flower runs ----------------------------------------------------------------
+
+
+def _node_keys(partition: int, node_config: Mapping[str, Any]) -> NodeKeys:
+    path = node_config.get("secagg-keys")
+    if not path:
+        raise ConfigError(f"node {partition}: expected 'secagg-keys' (a key file) in the node configuration")
+    return load_node_keys(Path(str(path)).read_bytes())
+
+
+def deployed_client_app() -> ClientApp:
+    """The ClientApp of a deployment: keys from the node's configuration, synthetic updates."""
+    from protocols.runtime.flower.client import make_client_app
+
+    return make_client_app(synthetic_update, _node_keys)
+
+
+def _stage_barrier(progress: Path, kill_at: str) -> Callable[[str], None]:
+    """Before stage ``kill_at``, tell the launcher (``progress``) and wait until it has
+    stopped the SuperNode it was asked to stop (it answers in ``progress.done``)."""
+
+    def before(stage: str) -> None:
+        if stage != kill_at:
+            return
+        progress.write_text(stage)
+        done = progress.with_suffix(".done")
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    return before
+
+
+def deployed_server_app() -> ServerApp:
+    """The ServerApp of a deployment: one FedAvg round per ``rounds``, the result as JSON."""
+    from flwr.serverapp import ServerApp
+
+    from protocols.runtime.flower.server import FlowerRun, SecAggWorkflow, serve
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Any, context: Any) -> None:
+        config = context.run_config
+        result_path = Path(str(config["result"]))
+        began = time.perf_counter()
+        record: dict[str, Any] = {"version": RESULT_VERSION}
+        try:
+            keys = load_server_keys(Path(str(config["server-keys"])).read_bytes())
+            schedule = [
+                SecAggWorkflow(
+                    str(name),
+                    dict(protocol_config),
+                    insecure_single_operator=bool(config["insecure-single-operator"]),
+                    timeout=float(config["timeout"]),
+                    before_stage=_stage_barrier(Path(str(config["progress"])), str(config["kill-at"])),
+                )
+                for name, protocol_config in json.loads(str(config["schedule"]))
+            ]
+            run = FlowerRun(protocol=",".join(w.protocol_name for w in schedule))
+            serve(
+                grid,
+                schedule,
+                initial=np.zeros(int(config["n-params"])),
+                n_nodes=int(config["n-clients"]),
+                run=run,
+                keys=keys,
+            )
+            if run.error is not None:
+                raise run.error
+            record["rounds"] = [
+                {
+                    "round": outcome.round_id,
+                    "protocol": schedule[outcome.round_id].protocol_name,
+                    "aggregate": outcome.aggregate.tolist(),
+                    "included": list(outcome.included),
+                    "bytes_sent": {str(k): v for k, v in outcome.costs.bytes_sent.items()},
+                    "bytes_received": {str(k): v for k, v in outcome.costs.bytes_received.items()},
+                    "delivered": sum(entry.delivered for entry in outcome.transcript),
+                    "messages": len(outcome.transcript),
+                    "protocol_seconds": outcome.seconds,
+                    "flower_bytes_up": outcome.flower_bytes_up,
+                    "flower_bytes_down": outcome.flower_bytes_down,
+                }
+                for outcome in run.rounds
+            ]
+            record["round_seconds"] = run.round_seconds
+        except BaseException as exc:  # noqa: BLE001 - reported to the launcher in the result
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        record["server_seconds"] = time.perf_counter() - began
+        partial = result_path.with_suffix(".partial")
+        partial.write_text(json.dumps(record))
+        partial.replace(result_path)
+
+    return app
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a SuperLink certificate for 127.0.0.1/localhost: (ca.pem, server.pem, server.key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secagg deployment CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(
+        key_path,
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    return ca_path, cert_path, key_path
+
+
+def make_node_auth_key(directory: Path, name: str) -> tuple[Path, Path]:
+    """An EC P-384 SuperNode authentication key pair in OpenSSH format: (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    _write_secret(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return private, public
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ProtocolStateError(f"process exited with {process.returncode} before listening; see {log}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise ProtocolStateError(f"expected a listener on 127.0.0.1:{port} within {timeout:.0f} s; see {log}")
+
+
+def _run_tag_pids(tag: str) -> list[int]:
+    """Processes whose command line or environment names this run's directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if tag.encode() in cmdline or tag.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Processes:
+    """The processes of one deployment, stopped together within a bound."""
+
+    tag: str
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path
+    ) -> subprocess.Popen[bytes]:
+        handle = log.open("wb")
+        process = subprocess.Popen(  # noqa: S603 - fixed argv of Flower's own executables
+            list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        handle.close()
+        self.started.append((name, process))
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a node that fails), and wait for it."""
+        for own, process in self.started:
+            if own == name and process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+    def stop_all(self, grace: float = 10.0) -> list[int]:
+        """Stop every process, then every process of the run Flower started; pids left (none)."""
+        for _, process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for _, process in self.started:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(grace)
+        # Flower's SuperExec, ServerApp and ClientApp processes watch their parent and exit.
+        deadline = time.monotonic() + grace
+        while (left := _run_tag_pids(self.tag)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:  # started by this run (they carry its directory): ours to end
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        return _run_tag_pids(self.tag)
+
+
+@dataclass
+class Deployment:
+    """What one deployment produced: the ServerApp's result, timings, and stray processes."""
+
+    protocol: str
+    n_clients: int
+    n_params: int
+    result: dict[str, Any]
+    wall_seconds: float
+    startup_seconds: float
+    run_seconds: float
+    strays: list[int]
+    directory: Path
+
+
+def _bin(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            raise ConfigError(f"expected Flower's {name} executable next to {sys.executable} or on PATH")
+        return found
+    return str(path)
+
+
+def _repo_root() -> str:
+    return str(Path(__file__).resolve().parents[3])
+
+
+def _write_app(directory: Path, settings: Mapping[str, Any]) -> Path:
+    app = directory / "app"
+    package = app / APP_PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""The secagg deployment app (generated)."""\n')
+    (package / "server_app.py").write_text(
+        "from protocols.runtime.flower.deploy import deployed_server_app\n\napp = deployed_server_app()\n"
+    )
+    (package / "client_app.py").write_text(
+        "from protocols.runtime.flower.deploy import deployed_client_app\n\napp = deployed_client_app()\n"
+    )
+    lines = [
+        "[build-system]",
+        'requires = ["hatchling"]',
+        'build-backend = "hatchling.build"',
+        "",
+        "[project]",
+        f'name = "{APP_PACKAGE.replace("_", "-")}"',
+        'version = "1.0.0"',
+        "dependencies = []",
+        "",
+        "[tool.hatch.build.targets.wheel]",
+        'packages = ["."]',
+        "",
+        "[tool.flwr.app]",
+        'publisher = "secagg"',
+        "",
+        "[tool.flwr.app.components]",
+        f'serverapp = "{APP_PACKAGE}.server_app:app"',
+        f'clientapp = "{APP_PACKAGE}.client_app:app"',
+        "",
+        "[tool.flwr.app.config]",
+    ]
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    (app / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return app
+
+
+def deploy(
+    schedule: str | Sequence[tuple[str, Mapping[str, Any]]],
+    n_clients: int,
+    *,
+    n_params: int = 300,
+    config: Mapping[str, Any] | None = None,
+    rounds: int = 1,
+    insecure_single_operator: bool = False,
+    timeout: float = 300.0,
+    directory: Path | None = None,
+    keep: bool = False,
+    kill: tuple[int, str] | None = None,
+    message_timeout: float = 600.0,
+) -> Deployment:
+    """Run ``rounds`` rounds of ``protocol`` (with ``config``) on a SuperLink and
+    ``n_clients`` SuperNodes, or one round per (protocol, config) of a ``schedule``, all
+    in one Flower run.
+
+    Every process is stopped before this returns (``strays`` lists any that would not
+    die, none expected). Raises :class:`ProtocolStateError` when a process fails to start
+    or the run does not finish within ``timeout`` seconds; the ServerApp's own error comes
+    back in ``result["error"]``.
+
+    ``kill=(partition, stage)`` stops that SuperNode's process (SIGKILL) just before the
+    stage's messages go out (``"train"``: before it trains); the ServerApp waits
+    ``message_timeout`` seconds for a node's reply before it counts the node as dropped.
+    """
+    import protocols as registry
+
+    if isinstance(schedule, str):
+        schedule = [(schedule, dict(config or {}))] * rounds
+    # An unknown name fails here, before any process starts.
+    classes = [registry.get(name) for name, _ in schedule]
+    protocol = ",".join(dict.fromkeys(name for name, _ in schedule))
+    if n_clients < 2:
+        raise ConfigError(f"expected at least 2 clients, got {n_clients}")
+    began = time.perf_counter()
+    work = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="secagg-deploy-"))
+    work.mkdir(parents=True, exist_ok=True)
+    tag = str(work.resolve())
+    creds = work / "creds"
+    creds.mkdir(exist_ok=True)
+    ca, cert, key = make_tls(creds)
+    trust = Trust.generate(n_clients)
+    node_files = []
+    for i in range(n_clients):
+        path = creds / f"secagg-node-{i}.keys"
+        _write_secret(path, dump_node_keys(trust.node(i)))
+        node_files.append(path)
+    server_keys = creds / "secagg-server.keys"
+    with_b = insecure_single_operator and any(len(cls.server_ids) > 1 for cls in classes)
+    _write_secret(server_keys, dump_server_keys(ServerKeys.of(trust, with_server_b=with_b)))
+    result_path = work / "result.json"
+    app = _write_app(
+        work,
+        {
+            "schedule": json.dumps([[name, dict(settings)] for name, settings in schedule]),
+            "n-clients": n_clients,
+            "n-params": n_params,
+            "result": str(result_path),
+            "server-keys": str(server_keys),
+            "insecure-single-operator": insecure_single_operator,
+            "timeout": float(message_timeout),
+            "progress": str(work / "progress"),
+            "kill-at": kill[1] if kill is not None else "",
+        },
+    )
+    home = work / "flwr-home"
+    home.mkdir(exist_ok=True)
+    link_port = _free_port()
+    (home / "config.toml").write_text(
+        "[superlink]\n"
+        'default = "secagg"\n\n'
+        "[superlink.secagg]\n"
+        f'address = "127.0.0.1:{link_port}"\n'
+        f'root-certificates = "{ca}"\n'
+    )
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([_repo_root(), *paths]),
+        # Flower starts its helpers (flower-superexec, flwr-serverapp, ...) by name.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "SECAGG_DEPLOYMENT": tag,
+    }
+    procs = Processes(tag)
+    startup = run_seconds = 0.0
+    try:
+        superlink = procs.start(
+            "superlink",
+            [
+                _bin("flower-superlink"),
+                "--ssl-ca-certfile", str(ca),
+                "--ssl-certfile", str(cert),
+                "--ssl-keyfile", str(key),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host", "127.0.0.1",
+                "--port", str(link_port),
+            ],
+            env,
+            work / "superlink.log",
+        )  # fmt: skip
+        _wait_port(link_port, 60, superlink, work / "superlink.log")
+        for i in range(n_clients):
+            private, public = make_node_auth_key(creds, f"supernode-{i}")
+            registered = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+                [_bin("flwr"), "supernode", "register", str(public), "secagg", "--format", "json"],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            if registered.returncode != 0:
+                raise ProtocolStateError(
+                    f"flwr supernode register failed: {registered.stdout.decode()[-400:]} "
+                    f"{registered.stderr.decode()[-400:]}"
+                )
+            node_config = f'partition-id={i} num-partitions={n_clients} secagg-keys="{node_files[i]}"'
+            procs.start(
+                f"supernode-{i}",
+                [
+                    _bin("flower-supernode"),
+                    "--root-certificates", str(ca),
+                    "--superlink", f"127.0.0.1:{link_port}",
+                    "--auth-supernode-private-key", str(private),
+                    "--node-config", node_config,
+                    "--host", "127.0.0.1",
+                    "--port", str(_free_port()),
+                    "--max-retries", "20",
+                ],
+                env,
+                work / f"supernode-{i}.log",
+            )  # fmt: skip
+        startup = time.perf_counter() - began
+        if kill is not None and kill[1] == "train":
+            procs.kill(f"supernode-{kill[0]}")
+        submitted = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+            [_bin("flwr"), "run", str(app), "secagg", "--format", "json"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if submitted.returncode != 0:
+            raise ProtocolStateError(
+                f"flwr run failed: {submitted.stdout.decode()[-600:]} {submitted.stderr.decode()[-600:]}"
+            )
+        run_began = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        progress = work / "progress"
+        while not result_path.exists():
+            if kill is not None and progress.exists() and not progress.with_suffix(".done").exists():
+                procs.kill(f"supernode-{kill[0]}")
+                progress.with_suffix(".done").write_text("stopped")
+            if time.monotonic() > deadline:
+                raise ProtocolStateError(f"expected the run's result within {timeout:.0f} s; logs in {work}")
+            if superlink.poll() is not None:
+                raise ProtocolStateError(f"the SuperLink exited with {superlink.returncode}; logs in {work}")
+            time.sleep(0.25)
+        run_seconds = time.perf_counter() - run_began
+        result = json.loads(result_path.read_text())
+    finally:
+        strays = procs.stop_all()
+    wall = time.perf_counter() - began
+    if not keep and directory is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return Deployment(protocol, n_clients, n_params, result, wall, startup, run_seconds, strays, work)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m protocols.runtime.flower.deploy",
+        description="One secagg round on a local SuperLink and N SuperNodes (TLS, node authentication).",
+    )
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--protocol", default="secagg", help="a protocol name, or 'all'")
+    parser.add_argument("--params", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="the protocol's fast_config (small keys)")
+    parser.add_argument("--insecure-single-operator", action="store_true")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, credentials)")
+    args = parser.parse_args(argv)
+    import protocols as registry
+
+    names = registry.available() if args.protocol == "all" else [args.protocol]
+    schedule = [
+        (name, dict(registry.get(name).fast_config) if args.quick else {})
+        for name in names
+        for _ in range(args.rounds)
+    ]
+    outcome = deploy(
+        schedule,
+        args.clients,
+        n_params=args.params,
+        insecure_single_operator=args.insecure_single_operator,
+        timeout=args.timeout,
+        keep=args.keep,
+    )
+    summary = {
+        "protocol": outcome.protocol,
+        "clients": outcome.n_clients,
+        "wall_s": round(outcome.wall_seconds, 2),
+        "startup_s": round(outcome.startup_seconds, 2),
+        "run_s": round(outcome.run_seconds, 2),
+        "strays": outcome.strays,
+        "error": outcome.result.get("error"),
+        "rounds": [
+            {k: v for k, v in r.items() if k != "aggregate"} for r in outcome.result.get("rounds", [])
+        ],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if "error" not in outcome.result and not outcome.strays else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
