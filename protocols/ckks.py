@@ -40,6 +40,9 @@ Threat model.
   left out; the aggregate is over the clients that arrived, provided at least
   ``min_clients`` (default 2) did.
 * Minimum clients: ``min_clients`` (>= 2 by default; the key holder enforces it).
+* No threshold decryption: TenSEAL exposes none, and OpenFHE's Python wheels (which have
+  threshold CKKS) target other platforms and Python versions than ours (3.11), so the key
+  holder stays; ``paillier-threshold`` is the protocol whose key no single party holds.
 * Clients are trusted to clip: nothing proves what a ciphertext holds, so a malicious
   client can poison the sum or push it past the data modulus (it then wraps).
 
