@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols import threshold_paillier as tp
 from protocols.paillier_threshold import (
@@ -91,9 +93,7 @@ def test_naive_encoding_under_the_committee_key() -> None:
     result = run_round(protocol, updates, weights=[1.0, 2.0, 3.0])
     assert result.error is None
     expected = np.average(updates, axis=0, weights=[1, 2, 3])
-    np.testing.assert_allclose(
-        result.unwrap(), expected, atol=protocol.precision(n_clients=3, value_range=1)
-    )
+    np.testing.assert_allclose(result.unwrap(), expected, atol=protocol.precision(n_clients=3, value_range=1))
 
 
 def test_upload_per_parameter_is_that_of_single_key_packed_paillier() -> None:
@@ -263,3 +263,20 @@ def test_config_is_checked() -> None:
         PaillierThreshold(**SMALL, keygen="dealer")
     with pytest.raises(ConfigError):
         run_round(_protocol(committee=5, threshold=3), make_updates(4, 10))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=-4, max_value=4, allow_nan=False), st.integers(min_value=-8, max_value=0))
+def test_phe_decode_agrees_with_phe(value: float, exponent: int) -> None:
+    from phe import paillier as phe_paillier
+
+    from protocols.paillier_threshold import phe_decode
+
+    key = phe_paillier.PaillierPublicKey(_N_FOR_DECODE)
+    encoded = phe_paillier.EncodedNumber.encode(key, value, precision=16.0**exponent)
+    assert phe_decode(encoded.encoding, key.n, encoded.exponent) == encoded.decode()
+
+
+_N_FOR_DECODE = (
+    0xC5D1_5E0B_1F0F_2C6B_8D4A_A3E7_5A1E_3C4B_9F21_0D7A_6B5E_4C3D_2B1A_0F9E_8D7C_6B5A_4939_2817_0615_F4E3
+)

@@ -68,3 +68,36 @@ def test_input_bound_is_the_declared_field() -> None:
             assert protocol.input_bound is None and protocol.with_input_bound(3.0) is protocol
         else:
             assert protocol.with_input_bound(0.25).input_bound == 0.25
+
+
+def test_observe_round_pools_the_colluding_parties_views() -> None:
+    import numpy as np
+
+    from secagg.observe import Observation
+    from secagg.party import SERVER
+    from secagg.protocol import observe_round
+    from secagg.round import run_round
+
+    pooled: list[list[int]] = []
+
+    class Committee(PlaintextFedSGD):
+        name = "committee-test"
+        wire_id = 998
+
+        def colluding_parties(self) -> tuple[int, ...]:
+            return (SERVER, 0)
+
+        def collude(self, views, spec):  # type: ignore[no-untyped-def]
+            pooled.append(sorted(views))
+            return [
+                Observation("colluding: server + client-0", "x", (0,), "colluding", np.zeros(spec.n_params))
+            ]
+
+    updates = [np.zeros(4), np.ones(4)]
+    plain = run_round(PlaintextFedSGD(), updates)
+    # The default (the servers only) pools nothing for a one-server protocol.
+    assert all(o.observer != "colluding" for o in plain.observations())
+    result = run_round(Committee(), updates)
+    found = observe_round(result.instance, result.views, result.spec)
+    assert pooled == [[0, SERVER]]
+    assert [o.observer for o in found if o.kind == "colluding"] == ["colluding: server + client-0"]
