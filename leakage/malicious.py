@@ -17,10 +17,12 @@ runs them through real rounds). Torch and numpy only.
   ``x + B relu(A x + b)``, where every row of ``A`` is one fixed linear image statistic
   (a seeded random direction, or the brightness) and the biases ``b_k = -q_k`` are
   quantiles of that statistic's distribution (a normal fitted on public data, as the
-  paper does). The rows' mean goes back into the image, so ``dL/dh_k(x)`` is the same for
-  every bin an image activates; bin k sums over the images whose statistic exceeds ``q_k``, and the
-  difference of consecutive bins isolates an image alone in its gap, read back as
-  ``dW_k / db_k`` from the *aggregate* of many clients.
+  paper does). In the cumulative form (ReLU bins, equal gains back into the image),
+  ``dL/dh_k(x)`` is the same for every bin an image activates, bin k sums over the images
+  whose statistic exceeds ``q_k``, and the difference of consecutive bins isolates an
+  image alone in its gap; in the sparse form (bins clamped to [0, 1], the default) bin k
+  holds only the images of its own gap. Either way an image alone in its gap is read back
+  as ``dW_k / db_k`` from the *aggregate* of many clients.
 - **Trap weights** ("When the Curious Abandon Honesty", Boenisch, Dziedzic, Schuster,
   Shamsabadi, Shumailov, Papernot, EuroS&P 2023): the same block with rows drawn half
   negative (``-|N(0, sigma)|`` at a random half of the pixels) and the other half the same
@@ -59,18 +61,24 @@ STRUCTURES: tuple[str, ...] = ("cumulative", "sparse", "trap")
 
 
 class MaliciousBlock(nn.Module):
-    """``x + mean_k act(A x + b)_k``: the server's inserted first layer (one Linear, ``rows``
-    neurons). The rows' mean is added to every pixel, so the base model still sees its image
-    (shifted) and every row passes the same ``dL/dh_k`` back: breaching's parameter-free
-    "addition" connection, which keeps the model (and every protocol's upload) small.
+    """``x + sum_k g_k act(A x + b)_k``: the server's inserted first layer (one Linear,
+    ``rows`` neurons; fixed gains ``g`` in a buffer). The rows' weighted sum is added to
+    every pixel (breaching's parameter-free "addition" connection, which keeps the model
+    and every protocol's upload small), so the base model still sees its image, shifted,
+    and row k passes ``g_k dL/d(shift)`` back.
 
     ``structure`` says how the rows work and how the read-back treats them:
     ``cumulative`` (imprint, ReLU: bin k holds every image above ``q_k``; consecutive bins
-    are differenced), ``sparse`` (imprint, ``clamp(., 0, 1)``: bin k is linear only between
-    ``q_k`` and ``q_{k+1}``, so it holds the images of one gap and needs no difference; the
-    paper's second form, which float32 and fixed-point rounding favour) or ``trap`` (ReLU,
-    each row alone).
+    are differenced, so every gain is the same, 1/rows), ``sparse`` (imprint,
+    ``clamp(., 0, 1)``: bin k is linear only between ``q_k`` and ``q_{k+1}``, so it holds
+    the images of one gap and needs no difference; the paper's second form. Gains
+    alternate ``+1, -1``: the saturated bins below an image cancel in pairs, so the shift
+    stays within [-1, 1] while each bin's gradient is rows times larger than with equal
+    gains, which is what survives a fixed-point ring) or ``trap`` (ReLU, each row alone;
+    alternating gains too: a row fires for few images, so the shift stays small).
     """
+
+    gains: torch.Tensor
 
     def __init__(self, input_shape: tuple[int, int, int], rows: int, structure: str) -> None:
         super().__init__()
@@ -80,11 +88,16 @@ class MaliciousBlock(nn.Module):
         self.structure = structure
         features = math.prod(self.input_shape)
         self.linear0 = nn.Linear(features, rows)
+        if structure != "cumulative":
+            gains = torch.where(torch.arange(rows) % 2 == 0, 1.0, -1.0)
+        else:
+            gains = torch.full((rows,), 1.0 / rows)
+        self.register_buffer("gains", gains)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.linear0(x.flatten(1))
         hidden = pre.clamp(0.0, 1.0) if self.structure == "sparse" else torch.relu(pre)
-        return x + hidden.mean(dim=1).view(-1, 1, 1, 1)
+        return x + (hidden @ self.gains).view(-1, 1, 1, 1)
 
 
 class WithBlock(nn.Module):
@@ -115,7 +128,9 @@ def _classifier(model: nn.Module) -> nn.Linear:
         if isinstance(module, nn.Linear):
             last = module
     if last is None or last.bias is None:
-        raise AttackConfigError(f"expected a model ending in a Linear classifier with bias, got {type(model).__name__}")
+        raise AttackConfigError(
+            f"expected a model ending in a Linear classifier with bias, got {type(model).__name__}"
+        )
     return last
 
 
@@ -189,7 +204,9 @@ class ImprintSpec:
 
     def __post_init__(self) -> None:
         if self.structure not in ("cumulative", "sparse"):
-            raise AttackConfigError(f"imprint structure must be 'cumulative' or 'sparse', got {self.structure!r}")
+            raise AttackConfigError(
+                f"imprint structure must be 'cumulative' or 'sparse', got {self.structure!r}"
+            )
         if self.bins < 2:
             raise AttackConfigError(f"expected at least 2 bins, got {self.bins}")
         if self.statistic not in STATISTICS:
@@ -220,7 +237,9 @@ def imprint_biases(values: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.tensor([normal.inv_cdf(k / (bins + 1)) for k in range(1, bins + 1)], dtype=torch.float64)
 
 
-def imprint_model(model: nn.Module, public_images: torch.Tensor, spec: ImprintSpec | None = None) -> WithBlock:
+def imprint_model(
+    model: nn.Module, public_images: torch.Tensor, spec: ImprintSpec | None = None
+) -> WithBlock:
     """``model`` with an imprint block in front, bins fitted on ``public_images``."""
     spec = spec or ImprintSpec()
     shape = tuple(int(s) for s in public_images.shape[1:])
@@ -299,8 +318,11 @@ def expected_imprint_recoveries_drawn(n_images: int, gap_counts: Sequence[int], 
     for m in counts[1 : bins + 1]:
         if m == 0 or population - m < n_images - 1:
             continue
-        total += m * (n_images / population) * math.comb(population - m, n_images - 1) / math.comb(
-            population - 1, n_images - 1
+        total += (
+            m
+            * (n_images / population)
+            * math.comb(population - m, n_images - 1)
+            / math.comb(population - 1, n_images - 1)
         )
     return total
 

@@ -19,6 +19,7 @@ the budget's threshold, as in every other row).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ from leakage.malicious import (
     trap_model,
     trusted_view,
 )
-from leakage.metrics import hungarian, psnr_from_mse
+from leakage.metrics import hungarian
 from leakage.vetting import vet
 
 DEFENCES: tuple[str, ...] = ("vet",)
@@ -114,7 +115,9 @@ def population(clients: int, batch: int, resolution: int, seed: int) -> Populati
     labels = torch.cat([data.labels, data.labels])
     count = clients * batch
     if count > len(pool):
-        raise AttackConfigError(f"expected at most {len(pool)} images in all, got {clients} x {batch} = {count}")
+        raise AttackConfigError(
+            f"expected at most {len(pool)} images in all, got {clients} x {batch} = {count}"
+        )
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:count]
     return Population(
         pool,
@@ -126,7 +129,7 @@ def population(clients: int, batch: int, resolution: int, seed: int) -> Populati
 
 def craft(settings: MaliciousSettings, base: nn.Module, data: Population) -> list[nn.Module]:
     """The model the deviating server sends each client."""
-    shape = tuple(int(s) for s in data.pool.shape[1:])
+    shape = (int(data.pool.shape[1]), int(data.pool.shape[2]), int(data.pool.shape[3]))
     if settings.attack == "inconsistency":
         return inconsistent_models(base, settings.clients, settings.target)
     if settings.attack == "imprint":
@@ -134,7 +137,10 @@ def craft(settings: MaliciousSettings, base: nn.Module, data: Population) -> lis
     else:
         rate = 1.0 / (settings.clients * settings.batch)
         model = trap_model(
-            base, shape, TrapSpec(rows=settings.trap_rows, rate=rate, seed=settings.seed), data.pool  # type: ignore[arg-type]
+            base,
+            shape,
+            TrapSpec(rows=settings.trap_rows, rate=rate, seed=settings.seed),
+            data.pool,
         )
     return [model] * settings.clients
 
@@ -176,7 +182,9 @@ def train_clients(
     return side
 
 
-def recovered_count(candidates: torch.Tensor, originals: torch.Tensor, threshold_db: float) -> tuple[int, list[float]]:
+def recovered_count(
+    candidates: torch.Tensor, originals: torch.Tensor, threshold_db: float
+) -> tuple[int, list[float]]:
     """How many originals get a candidate at >= ``threshold_db``, one candidate each (an
     assignment maximising that count), and every original's best PSNR."""
     if candidates.shape[0] == 0 or originals.shape[0] == 0:
@@ -184,7 +192,9 @@ def recovered_count(candidates: torch.Tensor, originals: torch.Tensor, threshold
     c = candidates.detach().double().flatten(1).clamp(0.0, 1.0)
     o = originals.detach().double().flatten(1)
     errors = torch.cdist(o, c).pow(2) / o.shape[1]
-    psnr = torch.where(errors > 0, 10.0 * torch.log10(1.0 / errors.clamp_min(1e-300)), torch.tensor(PSNR_CAP_DB))
+    psnr = torch.where(
+        errors > 0, 10.0 * torch.log10(1.0 / errors.clamp_min(1e-300)), torch.tensor(PSNR_CAP_DB)
+    )
     psnr = psnr.clamp(max=PSNR_CAP_DB)
     best = psnr.max(dim=1).values.tolist()
     hit = (psnr >= threshold_db).double()
@@ -246,8 +256,9 @@ def run_malicious(
     started = time.perf_counter()
     side = train_clients(settings, models, data, weights_kind=weights_kind)
     say(
-        f"malicious:{settings.attack} through {settings.protocol}: {len(side.included)} of {settings.clients} "
-        f"clients trained ({len(side.refusals)} refused), {side.updates[0].size if side.updates else 0} parameters"
+        f"malicious:{settings.attack} through {settings.protocol}: {len(side.included)} of "
+        f"{settings.clients} clients trained ({len(side.refusals)} refused), "
+        f"{side.updates[0].size if side.updates else 0} parameters"
     )
     row: dict[str, Any] = {
         "protocol": settings.protocol,
@@ -281,7 +292,11 @@ def run_malicious(
         return record
     if protocol is None:
         protocol, note = build_protocol(
-            settings.protocol, side.updates, quick=settings.quick, max_seconds=settings.max_protocol_seconds, log=say
+            settings.protocol,
+            side.updates,
+            quick=settings.quick,
+            max_seconds=settings.max_protocol_seconds,
+            log=say,
         )
         row["config_note"] = note
     row["readers"] = readers(protocol)
@@ -296,7 +311,9 @@ def run_malicious(
         row["error"] = f"{type(result.error).__name__}: {result.error}"
     holder_view = result.views.get(protocol.aggregate_holder)
     observed = [
-        o for o in (protocol.observe(holder_view, result.spec) if holder_view is not None else []) if o.kind == "aggregate"
+        o
+        for o in (protocol.observe(holder_view, result.spec) if holder_view is not None else [])
+        if o.kind == "aggregate"
     ]
     if not observed or observed[0].vector is None:
         row["seconds"] = time.perf_counter() - started
@@ -316,8 +333,12 @@ def run_malicious(
         batch = sum(int(data.images[c].shape[0]) for c in included)
         shape = tuple(int(s) for s in data.pool.shape[1:])
         result_images = run_attack(
-            settings.attack, model, gradient_from_vector(model, mean_gradient), input_shape=shape,  # type: ignore[arg-type]
-            num_classes=data.num_classes, batch_size=batch,
+            settings.attack,
+            model,
+            gradient_from_vector(model, mean_gradient),
+            input_shape=shape,  # type: ignore[arg-type]
+            num_classes=data.num_classes,
+            batch_size=batch,
         ).images
         count, best = recovered_count(result_images, originals_all, RECOVERED_DB)
         row["recovered"] = count
@@ -328,7 +349,9 @@ def run_malicious(
             counts = np.round(
                 imprint_gap_probabilities(edges, imprint_statistic(model, data.pool)) * len(data.pool)
             ).astype(int)
-            row["expected"] = expected_imprint_recoveries_drawn(len(included) * settings.batch, counts, settings.bins)
+            row["expected"] = expected_imprint_recoveries_drawn(
+                len(included) * settings.batch, counts.tolist(), settings.bins
+            )
     row["recovered_fraction"] = row["recovered"] / row["images"]
     row["verdict"] = "exposed" if row["best_psnr"] >= settings.threshold_db else "not exposed"
     row["seconds"] = time.perf_counter() - started
@@ -338,7 +361,10 @@ def run_malicious(
 def _budget(settings: MaliciousSettings) -> str:
     if settings.attack == "inconsistency":
         steps = "default" if settings.iterations is None else str(settings.iterations)
-        return f"{'+'.join(settings.attacks)} at {steps} steps x {settings.restarts} restart(s) on the isolated update"
+        return (
+            f"{'+'.join(settings.attacks)} at {steps} steps x {settings.restarts} restart(s) "
+            "on the isolated update"
+        )
     if settings.attack == "imprint":
         return f"closed-form read-back of {settings.bins} bins"
     return f"closed-form read-back of {settings.trap_rows} trap rows"
@@ -382,9 +408,16 @@ def _inconsistency(
         for label, attacked, vector in (("isolated", view, trusted_update), ("plaintext", model, truth)):
             say(f"  {name} on the target's {label} update")
             result = run_attack(
-                name, attacked, gradient_from_vector(attacked, vector), input_shape=shape,  # type: ignore[arg-type]
-                num_classes=data.num_classes, batch_size=int(originals.shape[0]), iterations=settings.iterations,
-                device=settings.device, seed=settings.seed, restarts=settings.restarts,
+                name,
+                attacked,
+                gradient_from_vector(attacked, vector),
+                input_shape=shape,  # type: ignore[arg-type]
+                num_classes=data.num_classes,
+                batch_size=int(originals.shape[0]),
+                iterations=settings.iterations,
+                device=settings.device,
+                seed=settings.seed,
+                restarts=settings.restarts,
             )
             count, best = recovered_count(result.images, originals, RECOVERED_DB)
             if label == "isolated" and max(best) >= best_psnr:
@@ -407,3 +440,85 @@ def as_json(record: dict[str, Any]) -> dict[str, Any]:
         if isinstance(row.get(key), float) and not math.isfinite(row[key]):
             row[key] = PSNR_CAP_DB
     return row
+
+
+# --- the command line (`secagg assess --server malicious:NAME`) -----------------------------
+
+
+def parse_server(text: str) -> str:
+    """``malicious:imprint`` -> ``imprint``; anything else is refused with the choices."""
+    kind, _, attack = text.partition(":")
+    if kind != "malicious" or attack not in SERVER_ATTACKS:
+        choices = ", ".join(f"malicious:{a}" for a in SERVER_ATTACKS)
+        raise AttackConfigError(f"expected --server {choices}; got {text!r}")
+    return attack
+
+
+def run_assess_malicious(args: Any, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``secagg assess --server malicious:NAME``: one row, a PNG of originals over their
+    closest reconstructions, and a JSON file."""
+    from pathlib import Path
+
+    from leakage.png import encode_png, image_grid
+
+    attack = parse_server(args.server)
+    defense = args.defense
+    if defense is not None and defense not in DEFENCES:
+        raise AttackConfigError(f"with --server, --defense is one of {DEFENCES}; got {defense!r}")
+    settings = MaliciousSettings(
+        attack=attack,
+        protocol=args.protocol,
+        clients=args.clients,
+        batch=args.batch,
+        defense=defense,
+        model=args.model,
+        resolution=args.resolution or (16 if args.quick else 32),
+        attacks=args.attacks,
+        iterations=args.iterations if args.iterations is not None else (40 if args.quick else 150),
+        quick=args.quick,
+        seed=args.seed,
+        device=args.device,
+    )
+    record = run_malicious(settings, log=log)
+    row = as_json(record)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"assess_{args.protocol}_malicious_{attack}" + (f"_{defense}" if defense else "")
+    originals = record["originals"]
+    grid = [originals.numpy()]
+    if record["reconstructions"].numel():
+        grid.append(record["reconstructions"].numpy())
+    png = out / f"{stem}.png"
+    png.write_bytes(encode_png(image_grid(grid, scale=3)))
+    result: dict[str, Any] = {
+        "protocol": args.protocol,
+        "server": args.server,
+        "defense": defense,
+        "rows": [row],
+        "notes": [f"client {c} refused: {reason}" for c, reason in row["refused"].items()]
+        + ([f"the round revealed no aggregate: {row['error']}"] if row["error"] else []),
+        "png": str(png),
+    }
+    json_path = out / f"{stem}.json"
+    result["json"] = str(json_path)
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def malicious_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Protocol, attack, defence, who reads the output, images back at >= 30 dB, target
+    cosine, best PSNR, verdict."""
+    header = (
+        f"{'protocol':<18} {'attack':<13} {'defence':<7} {'readers':<26} {'>=30 dB':>12} "
+        f"{'cosine':>8} {'best dB':>8}  verdict"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cos = "-" if r["target_cosine"] is None else f"{r['target_cosine']:.4f}"
+        got = f"{r['recovered']}/{r['images']}"
+        verdict = r["verdict"] + (f" ({r['error'].split(':')[0]})" if r["error"] else "")
+        lines.append(
+            f"{r['protocol']:<18} {r['attack']:<13} {r['defense'] or '-':<7} "
+            f"{str(r['readers'] or '-')[:26]:<26} {got:>12} {cos:>8} {r['best_psnr']:>8.1f}  {verdict}"
+        )
+    return "\n".join(lines)

@@ -36,12 +36,14 @@ SIGNAL = 1e-7
 DUPLICATE_MSE = 1e-6  # two candidates this close are the same image
 
 
-def _block_gradients(model: nn.Module, gradient: Sequence[torch.Tensor], structures: tuple[str, ...]) -> tuple[
-        MaliciousBlock, torch.Tensor, torch.Tensor]:
+def _block_gradients(
+    model: nn.Module, gradient: Sequence[torch.Tensor], structures: tuple[str, ...]
+) -> tuple[MaliciousBlock, torch.Tensor, torch.Tensor]:
     block = malicious_block(model)
     if block is None or block.structure not in structures:
         raise AttackConfigError(
-            f"expected a model with a {' or '.join(structures)} malicious block in front, got {type(model).__name__}"
+            f"expected a model with a {' or '.join(structures)} malicious block in front, "
+            f"got {type(model).__name__}"
         )
     check_gradient(model, gradient)
     params = list(model.parameters())
@@ -51,8 +53,14 @@ def _block_gradients(model: nn.Module, gradient: Sequence[torch.Tensor], structu
     return block, weight, bias
 
 
-def _finish(name: str, candidates: torch.Tensor, order: torch.Tensor, input_shape: tuple[int, int, int],
-            batch_size: int, started: float) -> AttackResult:
+def _finish(
+    name: str,
+    candidates: torch.Tensor,
+    order: torch.Tensor,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    started: float,
+) -> AttackResult:
     features = input_shape[0] * input_shape[1] * input_shape[2]
     chosen = candidates[order[:batch_size]].float().clamp(0.0, 1.0).reshape(-1, features)
     if chosen.shape[0] < batch_size:  # fewer rows carried signal than images: grey for the rest
@@ -62,7 +70,9 @@ def _finish(name: str, candidates: torch.Tensor, order: torch.Tensor, input_shap
     return AttackResult(name, images, labels, 0.0, 1, time.perf_counter() - started)
 
 
-def imprint_candidates(model: nn.Module, gradient: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def imprint_candidates(
+    model: nn.Module, gradient: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(candidates [m, d], |db| [m]) of the bins: cumulative bins differenced first."""
     block, weight, bias = _block_gradients(model, gradient, ("cumulative", "sparse"))
     weight_gap, bias_gap = weight, bias

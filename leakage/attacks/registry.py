@@ -94,7 +94,7 @@ def _needs_block(*structures: str) -> Callable[[Applicability], str | None]:
 
         block = malicious_block(context.model)
         if block is None or block.structure not in structures:
-            return f"reads back a {'/'.join(structures)} block a malicious server inserted; the model has none"
+            return f"reads back a {'/'.join(structures)} block a malicious server inserted; none here"
         if context.update != "gradient" and context.fedavg is not None and context.fedavg.local_steps > 1:
             return "exact for one local step; the clients took several"
         return None
