@@ -168,7 +168,7 @@ def round_rows(
                         "error": None if result.error is None else repr(result.error),
                         "included": len(result.included),
                         "client_s": min(r.costs.client_seconds() for r in results),
-                        "server_aggregate_s": min(r.costs.server_seconds() for r in results),
+                        "server_s": min(r.costs.server_seconds() for r in results),
                         "finalize_s": min(r.costs.finalize_seconds() for r in results),
                         "repeats": len(results),
                         "bytes_up_per_param": costs.bytes_per_param(),
@@ -176,7 +176,7 @@ def round_rows(
                         "flower_prg_s": flower_s,
                     }
                     row["client_ns_per_param"] = row["client_s"] / n * 1e9
-                    row["server_aggregate_ns_per_param"] = row["server_aggregate_s"] / n * 1e9
+                    row["server_ns_per_param"] = row["server_s"] / n * 1e9
                     row["finalize_ns_per_param"] = row["finalize_s"] / n * 1e9
                     row["client_vs_flower_prg"] = row["client_s"] / flower_s
                     row["bytes_up_vs_flower_int64"] = row["bytes_up_per_param"] / FLOWER_BYTES_PER_PARAM
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['case']:<18} n={row['n']:>9} clients={row['clients']:>3} drop={row['dropped']:>2}  "
             f"client {row['client_ns_per_param']:6.2f} ns/p ({row['client_vs_flower_prg']:.2f}x flower)  "
-            f"server {row['server_aggregate_ns_per_param']:8.2f} ns/p  "
+            f"server {row['server_ns_per_param']:8.2f} ns/p  "
             f"finalize {row['finalize_ns_per_param']:7.2f} ns/p  up {row['bytes_up_per_param']:.3f} B/p"
             + (f"  ERROR {row['error']}" if row["error"] else "")
         )
