@@ -7,12 +7,15 @@ attempt must end in a typed error or a correct aggregate, and reveal nothing ind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import numpy as np
 import pytest
+from phe import paillier as phe_paillier
 
+from protocols import paillier
 from protocols.pairwise import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -35,19 +38,23 @@ from secagg.errors import (
     ProtocolStateError,
     SecAggError,
 )
-from secagg.party import SERVER, Envelope, Inbound
+from secagg.party import KEY_HOLDER, SERVER, Envelope, Inbound
+from secagg.protocol import RoundSpec
 from secagg.round import RoundResult, run_round
+from secagg.router import Dropout
 from secagg.shamir import reconstruct_secrets
 from secagg.signing import generate_signing_keypair
 from secagg.wire import Payload
-from tests.conftest import make_updates
+from tests.conftest import fast_protocol, make_updates
 from tests.protocols.adversary import (
     Tamper,
     adversarial,
     assert_typed_or_correct,
     chain,
     edit_payloads,
+    honest,
     individual_exposures,
+    relayed,
 )
 
 N_PARAMS = 24
@@ -356,7 +363,6 @@ def test_a_server_that_surrounds_a_victim_with_colluders_is_refused() -> None:
 
 def test_dropping_adverts_does_not_move_the_graph() -> None:
     # The server's other lever, which adverts to keep, changes only who is live.
-    from secagg.router import Dropout
 
     updates = make_updates(16, N_PARAMS)
     faults = [Dropout(3, "advertise"), Dropout(8, "advertise")]
@@ -450,7 +456,6 @@ def test_adverts_replayed_from_another_round_or_session_are_refused(old_round: i
 
 
 def test_active_security_gives_the_exact_sum_with_dropouts() -> None:
-    from secagg.router import Dropout
 
     protocol = PairwiseMasking(active_security=True, neighbours=6).with_identities(_identities(12))
     updates = make_updates(12, N_PARAMS, seed=3)
@@ -461,3 +466,149 @@ def test_active_security_gives_the_exact_sum_with_dropouts() -> None:
     assert result.error is None
     assert not _exposed(result, updates)
     assert isinstance(result.views[SERVER].holding("pinned_identities"), tuple)
+
+
+# ---------------------------------------------------------------- Paillier: the relayed public key
+
+
+def _paillier_upload(result: RoundResult, client: int) -> paillier.EncryptedUpdate | None:
+    for received in result.views[SERVER].received:
+        if isinstance(received.payload, paillier.EncryptedUpdate) and received.header.sender == client:
+            return received.payload
+    return None
+
+
+class _KeySwap:
+    """A server that hands ``victim`` a Paillier key of its own (so it could decrypt the
+    victim's upload), with the holder's signature left on, stripped, or replaced by one
+    under the server's own Ed25519 identity."""
+
+    def __init__(self, victim: int, signature: str) -> None:
+        self.victim = victim
+        self.signature = signature
+        self.public, self.private = phe_paillier.generate_paillier_keypair(n_length=512)
+        self.identity = generate_signing_keypair()[0]
+
+    def tamper(self) -> Tamper:
+        def edit(recipient: int, payload: Payload) -> Payload | None:
+            if recipient != self.victim or not isinstance(payload, paillier.PublicKeyMessage):
+                return payload
+            forged = paillier.PublicKeyMessage(payload.key_bits, self.public.n)
+            if self.signature == "kept":
+                return dataclasses.replace(forged, signature=payload.signature)
+            if self.signature == "server's own":
+                return paillier.sign_public_key(self.identity, 5, forged)
+            return forged
+
+        return edit_payloads("keys", edit)
+
+    def unmask(self, result: RoundResult, client: int) -> np.ndarray | None:
+        """The victim's update, if it encrypted under the server's key."""
+        upload = _paillier_upload(result, client)
+        return None if upload is None else self.read(upload)
+
+    def read(self, upload: paillier.EncryptedUpdate) -> np.ndarray | None:
+        if upload.key_fingerprint != paillier.fingerprint(self.public.n):
+            return None
+        ciphertexts = paillier.decode_ciphertexts(upload.ciphertexts, self.public.n, what="victim")
+        plaintexts = [self.private.raw_decrypt(int(c)) for c in ciphertexts]
+        mean, _ = paillier.decode_packed(plaintexts, upload.layout, max_total_weight=2**40)
+        return mean
+
+
+@pytest.mark.parametrize("signature", ["kept", "stripped", "server's own"])
+def test_a_paillier_key_swapped_by_the_relay_is_refused_before_encrypting(signature: str) -> None:
+    # Before the key holder signed its key, the victim encrypted under the server's key
+    # and the server read its update while the round completed for the others.
+    swap = _KeySwap(victim=1, signature=signature)
+    protocol = relayed(fast_protocol("paillier"), swap.tamper(), sender=KEY_HOLDER)
+    updates = make_updates(4, N_PARAMS, seed=21)
+    result = run_round(protocol, updates, round_id=5)
+    assert isinstance(result.error, IntegrityError), result.error
+    assert "client-1" in str(result.error)
+    assert _paillier_upload(result, 1) is None
+    assert_typed_or_correct(result, updates)
+    assert not individual_exposures(result, updates, unmask=swap.unmask)
+
+
+def test_the_key_swap_check_can_fail() -> None:
+    # The same reading recovers a victim that did encrypt under the server's key.
+    swap = _KeySwap(victim=1, signature="stripped")
+    protocol = fast_protocol("paillier")
+    updates = make_updates(3, N_PARAMS, seed=22)
+    upload = _paillier_upload(run_round(protocol, updates, round_id=5), 1)
+    assert upload is not None
+    plaintexts = paillier.encode_packed(updates[1], 1, upload.layout, protocol.config.codec)
+    obfuscators = [swap.public.raw_encrypt(0) for _ in plaintexts]
+    ciphertexts = paillier.encrypt_with(plaintexts, obfuscators, swap.public.n)
+    forged = paillier.EncryptedUpdate(
+        paillier.fingerprint(swap.public.n),
+        upload.layout,
+        paillier.ciphertexts_to_bytes(ciphertexts, upload.layout.width),
+    )
+    candidate = swap.read(forged)
+    assert candidate is not None and np.allclose(candidate, updates[1], atol=1e-4)
+
+
+def test_a_paillier_key_signed_for_another_round_is_refused() -> None:
+    protocol = fast_protocol("paillier")
+    updates = make_updates(3, N_PARAMS, seed=23)
+    old = run_round(protocol, updates, round_id=4)
+    stale = next(r.payload for r in old.views[0].received if isinstance(r.payload, paillier.PublicKeyMessage))
+    replay = edit_payloads("keys", lambda r, p: stale if r == 0 else p)
+    result = run_round(relayed(protocol, replay, sender=KEY_HOLDER), updates, round_id=5)
+    assert isinstance(result.error, IntegrityError), result.error
+    assert _paillier_upload(result, 0) is None
+
+
+def test_a_paillier_client_without_a_pinned_key_refuses_any_key() -> None:
+    updates = make_updates(2, 4)
+    client = paillier.PaillierClient(
+        0, updates[0], 1.0, RoundSpec(0, 2, 4), fast_protocol("paillier").config, naive=False
+    )
+    with pytest.raises(ConfigError, match="verification key"):
+        client.step("precompute", [])
+
+
+def test_withholding_the_paillier_key_from_a_client_is_a_typed_error() -> None:
+    protocol = relayed(
+        fast_protocol("paillier"),
+        edit_payloads("keys", lambda r, p: None if r == 2 else p),
+        sender=KEY_HOLDER,
+    )
+    updates = make_updates(3, N_PARAMS, seed=24)
+    result = run_round(protocol, updates)
+    assert isinstance(result.error, ProtocolStateError)
+    assert_typed_or_correct(result, updates)
+
+
+def _leave_out(*clients: int) -> Callable[[str, Sequence[Inbound]], Sequence[Inbound]]:
+    """The server acts as if ``clients``' uploads never arrived (a dropout it invents)."""
+
+    def before(stage: str, inbox: Sequence[Inbound]) -> Sequence[Inbound]:
+        return [m for m in inbox if m.sender not in clients]
+
+    return before
+
+
+@pytest.mark.parametrize("name", ["paillier", "paillier-naive", "ckks", "paillier-threshold"])
+def test_an_he_server_that_invents_dropouts_only_narrows_the_aggregate(name: str) -> None:
+    # Leaving uploads out gives the aggregate over the rest; below min_clients it is refused.
+    updates = make_updates(4, N_PARAMS, seed=25)
+    for left_out, refused in (((0,), False), ((0, 1, 2), True)):
+        protocol = adversarial(fast_protocol(name), honest, before=_leave_out(*left_out))
+        result = run_round(protocol, updates)
+        assert_typed_or_correct(result, updates)
+        assert (result.error is not None) == refused, result.error
+        if not refused:
+            assert set(result.included) == {1, 2, 3}
+        # The server alone, and with t - 1 decryptors (paillier-threshold), reads nobody.
+        assert not individual_exposures(result, updates, pooled=lambda o: o.endswith("(t-1)"))
+
+
+def test_the_plaintext_baseline_shows_a_deviating_server_every_update() -> None:
+    # Nothing to defend: the baseline's server reads each update whatever it does.
+    updates = make_updates(3, N_PARAMS, seed=26)
+    result = run_round(adversarial(fast_protocol("plaintext-fedavg"), honest), updates)
+    assert_typed_or_correct(result, updates)
+    assert individual_exposures(result, updates) == {0, 1, 2}
