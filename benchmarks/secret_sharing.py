@@ -9,7 +9,7 @@ Writes ``secret_sharing.json`` with two tables, every figure measured in this ru
   its framing by the router (header + CRC32, ``wire.encode_message``, the same for
   every protocol) and Flower's mask PRG alone for the same n
   (``np.random.RandomState(seed32).randint(0, 2**32 - 1, n, dtype=np.int64)``), best of
-  several runs, and their ratio. Target (issue 4): ``client_step_vs_flower_prg <= 2``.
+  several runs, and their ratio. Target: ``client_step_vs_flower_prg <= 2``.
 * ``rounds``: whole rounds through :func:`secagg.round.run_round` for each case in
   :data:`CASES` over a grid of n (10^4 .. 10^7) and client counts (2 .. 200), with and
   without dropouts: client seconds, server aggregation seconds, unmasking/finalize

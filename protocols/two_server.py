@@ -63,7 +63,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg.encoding import FixedPoint, check_range
 from secagg.errors import (
@@ -75,7 +74,8 @@ from secagg.errors import (
 )
 from secagg.observe import COLLUDING, Observation
 from secagg.party import SERVER, SERVER_B, Envelope, Holding, Inbound, Party, Revealed, View, party_name
-from secagg.prf import SEED_BYTES, derive_key, domain, expand, random_seed
+from secagg.prf import SEED_BYTES, domain, expand, random_seed
+from secagg.prf import stream as prf_stream
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import SEAL_OVERHEAD, generate_keypair, open_sealed, seal
 from secagg.wire import ARRAY_HEADER_BYTES, Payload, Reader, Writer, array_header
@@ -264,7 +264,7 @@ def mask_update(
     itemsize = codec.ring_bits // 8
     signed = np.dtype(f"<i{itemsize}")
     scale = codec.scale
-    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    encryptor = prf_stream(seed, label)
     block = min(_BLOCK, max(n, 1))
     scaled = np.empty(block, dtype=np.float64)
     encoded = np.empty(block, dtype=signed)
@@ -295,7 +295,7 @@ def accumulate_mask(total: np.ndarray, seed: bytes, label: bytes, *, subtract: b
     """
     itemsize = total.dtype.itemsize
     n = total.size
-    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    encryptor = prf_stream(seed, label)
     block = min(_BLOCK, max(n, 1))
     zeros = bytes(block * itemsize)
     stream = bytearray(block * itemsize + 15)

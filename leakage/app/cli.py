@@ -293,7 +293,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    """The issue's table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
+    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
     header = (
         f"{'observer':<10} {'observable':<34} {'attack':<10} {'PSNR dB':>8} {'SSIM':>6} "
         f"{'labels':>6} {'random':>7}  verdict"
