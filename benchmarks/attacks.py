@@ -1,7 +1,7 @@
 """Attack benchmark: time, iterations per second and reconstruction quality of every
 attack on the embedded 32x32 images (LeNet, batch 1, plaintext gradient), plus DLG
 side by side with a straightforward re-implementation of the DLG paper's reference
-loop (Zhu et al. 2019, mit-han-lab/dlg as REFERENCES.md describes it).
+loop (Zhu et al. 2019; the authors published it as mit-han-lab/dlg).
 
     python -m benchmarks.attacks [--quick] [--device auto] [--out bench-out]
 
