@@ -3,6 +3,18 @@ harness in :mod:`tests.protocols.adversary`: withholding routed messages, lying 
 dropouts to two halves of the survivors, swapping keys, grinding the neighbour graph,
 replaying across rounds and sessions, asking for both share kinds of one client. Each
 attempt must end in a typed error or a correct aggregate, and reveal nothing individual.
+
+Per protocol: ``secagg``/SecAgg+ (withheld shares, dropout lies, both share kinds, a
+ground graph, swapped and replayed keys); ``paillier`` (a relayed key swapped, stripped,
+re-signed or replayed from another round; a withheld key; invented dropouts);
+``paillier-threshold`` (a single upload passed off as a sum); ``ckks`` (a sum claimed
+over one client; released decryptions with and without noise flooding); ``two-server``
+(A asking B for a one-client or a second mask sum, B narrowing or shifting the sum,
+invented dropouts; the cross-session replay is in ``test_two_server``); the plaintext
+baseline (the server reads everyone, as declared). Two documented limits are kept as
+tests that assert the break, so the day it changes is seen: single-key CKKS (and
+Paillier) decrypt one client's ciphertext passed off as a sum, and server B can shift
+the two-server sum undetected.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import pytest
 from phe import paillier as phe_paillier
 
 from protocols import ckks, paillier, two_server
+from protocols.paillier_threshold import SumCheckError, SumRequest
 from protocols.pairwise import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -645,6 +658,28 @@ def test_a_single_ckks_ciphertext_passed_off_as_a_sum_is_decrypted() -> None:
     assert np.allclose(result.aggregate, updates[0], atol=1e-3)
 
 
+def test_a_single_paillier_ciphertext_passed_off_as_a_sum_is_decrypted() -> None:
+    # The same documented break under single-key Paillier: the product the key holder
+    # gets is the server's word; the total weight slot even makes it a clean mean.
+    uploads: dict[int, paillier.EncryptedUpdate] = {}
+
+    def tamper(stage: str, inbox: Sequence[Inbound], out: list[Envelope]) -> list[Envelope]:
+        if stage != "aggregate":
+            return out
+        for message in inbox:
+            if isinstance(message.payload, paillier.EncryptedUpdate):
+                uploads[message.sender] = message.payload
+        (summed,) = out
+        assert isinstance(summed.payload, paillier.EncryptedSum)
+        forged = dataclasses.replace(summed.payload, ciphertexts=uploads[0].ciphertexts)
+        return [Envelope(KEY_HOLDER, forged)]
+
+    updates = make_updates(3, N_PARAMS, seed=34)
+    result = run_round(adversarial(fast_protocol("paillier"), tamper), updates)
+    assert result.error is None and result.aggregate is not None
+    assert np.allclose(result.aggregate, updates[0], atol=1e-4)
+
+
 def test_a_ckks_sum_claimed_over_one_client_is_refused() -> None:
     updates = make_updates(3, N_PARAMS, seed=32)
     protocol = adversarial(fast_protocol("ckks"), _pass_off_one_ciphertext(0, (0,)))
@@ -743,3 +778,30 @@ def test_a_server_a_inventing_dropouts_only_narrows_the_two_server_sum() -> None
     assert_typed_or_correct(result, updates)
     assert result.included == (0, 1, 3)
     assert not individual_exposures(result, updates)
+
+
+# ------------------------------------------------------- paillier-threshold: the same attack, refused
+
+
+@pytest.mark.parametrize("how", ["victim alone", "victim twice"])
+def test_paillier_threshold_decryptors_refuse_a_single_upload_passed_off_as_a_sum(how: str) -> None:
+    # The attack that single-key CKKS and Paillier cannot see (above): the committee
+    # recomputes the product from uploads signed for this round by distinct clients.
+    def forge(recipient: int, payload: Payload) -> Payload | None:
+        if not isinstance(payload, SumRequest):
+            return payload
+        if how == "victim alone":
+            return dataclasses.replace(
+                payload, included=payload.included[:1], signatures=payload.signatures[:1],
+                uploads=payload.uploads[:1],
+            )  # fmt: skip
+        victim = payload.uploads[0]
+        return dataclasses.replace(payload, uploads=(victim, victim, *payload.uploads[2:]))
+
+    updates = make_updates(4, N_PARAMS, seed=51)
+    result = run_round(
+        adversarial(fast_protocol("paillier-threshold"), edit_payloads("aggregate", forge)), updates
+    )
+    assert isinstance(result.error, SumCheckError), result.error
+    assert_typed_or_correct(result, updates)
+    assert not individual_exposures(result, updates, pooled=lambda o: o.endswith("(t-1)"))
