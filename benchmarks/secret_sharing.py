@@ -93,7 +93,9 @@ def client_step_rows(sizes: list[int], *, repeat: int = 5) -> list[dict[str, Any
     codec = protocol.config.codec()
     for n in sizes:
         update = np.random.default_rng(n).uniform(-1, 1, n)
-        client = TwoServerClient(0, update, RoundSpec(1, 2, n), codec, protocol.server_b_public_key)
+        client = TwoServerClient(
+            0, update, RoundSpec(1, 2, n), codec, protocol.server_b_public_key, protocol.session_nonce
+        )
 
         def step(client: TwoServerClient = client) -> list[bytes]:
             return [e.payload.to_bytes() for e in client.step("upload", [])]
