@@ -148,7 +148,7 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from leakage.app.evaluate import Settings
+    from leakage.app.settings import Settings
 
     return Settings(
         clients=args.clients,
@@ -197,7 +197,7 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     except (LeakageError, SecAggError) as error:
         return _fail(error)
     if args.json:
-        print(json.dumps(record, default=str))
+        print(json.dumps(record.as_dict(), default=str))
     else:
         print(summary_table(record))
         print(f"\nreport: {Path(args.out) / 'report.html'}   data: {Path(args.out) / 'results.json'}")
@@ -250,9 +250,12 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import protocols
-    from leakage.app.evaluate import Log, build_protocol, configure_device, round_costs, simulate
+    from leakage.app.evaluate import build_protocol, round_notes
+    from leakage.app.settings import Log
+    from leakage.app.simulation import configure_device, simulate
     from leakage.assess import assess
     from leakage.png import encode_png, image_grid
+    from secagg.costs import round_costs
     from secagg.round import run_round
 
     settings = _settings(args)
@@ -282,10 +285,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         progress=log,
     )
     rows = [row.as_dict() for row in assessment.rows]
-    if result.error is not None:
-        assessment.notes.insert(
-            0, f"the round revealed no aggregate: {type(result.error).__name__}: {result.error}"
-        )
+    assessment.notes[:0] = round_notes(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"assess_{args.protocol}" + ("_defended" if args.defense else "")
@@ -309,9 +309,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         "config_note": note,
         "update": update_kind.kind,
         "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-        "costs": round_costs(
-            result, protocol, updates, weights, float(max(np.abs(u).max() for u in updates))
-        ),
+        "costs": round_costs(result, updates, weights=weights).as_dict(),
         "rows": rows,
         "uniformity": [u.as_dict() for u in assessment.uniformity],
         "notes": assessment.notes,
@@ -326,7 +324,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    """The issue's table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
+    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
     header = (
         f"{'observer':<10} {'observable':<34} {'attack':<10} {'PSNR dB':>8} {'SSIM':>6} "
         f"{'labels':>6} {'random':>7}  verdict"
