@@ -131,7 +131,16 @@ def register(subparsers: Any) -> None:
         "real images; every observable of every server view is attacked and given a verdict.",
     )
     assess.add_argument("--protocol", required=True, help="a name from `secagg protocols`")
-    assess.add_argument("--defense", default=None, help="client-side transform spec, e.g. gaussian:var=1e-2")
+    assess.add_argument(
+        "--defense",
+        default=None,
+        help="client-side transform spec, e.g. gaussian:var=1e-2; with --server: vet",
+    )
+    assess.add_argument(
+        "--server",
+        default=None,
+        help="a deviating server: malicious:inconsistency|imprint|trap (default: honest-but-curious)",
+    )
     _common(assess, clients=2)
     assess.add_argument("--out", default="out/assess", help="directory for the PNG and JSON")
     assess.add_argument("--json", action="store_true", help="print one JSON object with `rows` on stdout")
@@ -139,7 +148,7 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from leakage.app.evaluate import Settings
+    from leakage.app.settings import Settings
 
     return Settings(
         clients=args.clients,
@@ -188,7 +197,7 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     except (LeakageError, SecAggError) as error:
         return _fail(error)
     if args.json:
-        print(json.dumps(record, default=str))
+        print(json.dumps(record.as_dict(), default=str))
     else:
         print(summary_table(record))
         print(f"\nreport: {Path(args.out) / 'report.html'}   data: {Path(args.out) / 'results.json'}")
@@ -199,6 +208,8 @@ def handle_assess(args: argparse.Namespace) -> int:
     from leakage.errors import LeakageError
     from secagg.errors import SecAggError
 
+    if getattr(args, "server", None):
+        return _handle_assess_malicious(args)
     try:
         record = run_assess(args)
     except (LeakageError, SecAggError) as error:
@@ -213,15 +224,38 @@ def handle_assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _handle_assess_malicious(args: argparse.Namespace) -> int:
+    from leakage.app.evaluate import Log
+    from leakage.app.malicious import malicious_table, run_assess_malicious
+    from leakage.errors import LeakageError
+    from secagg.errors import SecAggError
+
+    try:
+        record = run_assess_malicious(args, log=Log(not args.no_progress))
+    except (LeakageError, SecAggError) as error:
+        return _fail(error)
+    if args.json:
+        print(json.dumps(record, default=str))
+    else:
+        print(malicious_table(record["rows"]))
+        for note in record["notes"]:
+            print(f"note: {note}")
+        print(f"PNG {record['png']}  JSON {record['json']}")
+    return 0
+
+
 def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     """One protocol, one round, every server view attacked; writes PNG + JSON."""
     import numpy as np
     import torch
 
     import protocols
-    from leakage.app.evaluate import Log, build_protocol, configure_device, round_costs, simulate
+    from leakage.app.evaluate import build_protocol, round_notes
+    from leakage.app.settings import Log
+    from leakage.app.simulation import configure_device, simulate
     from leakage.assess import assess
     from leakage.png import encode_png, image_grid
+    from secagg.costs import round_costs
     from secagg.round import run_round
 
     settings = _settings(args)
@@ -251,10 +285,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         progress=log,
     )
     rows = [row.as_dict() for row in assessment.rows]
-    if result.error is not None:
-        assessment.notes.insert(
-            0, f"the round revealed no aggregate: {type(result.error).__name__}: {result.error}"
-        )
+    assessment.notes[:0] = round_notes(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"assess_{args.protocol}" + ("_defended" if args.defense else "")
@@ -278,9 +309,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         "config_note": note,
         "update": update_kind.kind,
         "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-        "costs": round_costs(
-            result, protocol, updates, weights, float(max(np.abs(u).max() for u in updates))
-        ),
+        "costs": round_costs(result, updates, weights=weights).as_dict(),
         "rows": rows,
         "uniformity": [u.as_dict() for u in assessment.uniformity],
         "notes": assessment.notes,
@@ -295,7 +324,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    """The issue's table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
+    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
     header = (
         f"{'observer':<10} {'observable':<34} {'attack':<10} {'PSNR dB':>8} {'SSIM':>6} "
         f"{'labels':>6} {'random':>7}  verdict"
