@@ -131,7 +131,16 @@ def register(subparsers: Any) -> None:
         "real images; every observable of every server view is attacked and given a verdict.",
     )
     assess.add_argument("--protocol", required=True, help="a name from `secagg protocols`")
-    assess.add_argument("--defense", default=None, help="client-side transform spec, e.g. gaussian:var=1e-2")
+    assess.add_argument(
+        "--defense",
+        default=None,
+        help="client-side transform spec, e.g. gaussian:var=1e-2; with --server: vet",
+    )
+    assess.add_argument(
+        "--server",
+        default=None,
+        help="a deviating server: malicious:inconsistency|imprint|trap (default: honest-but-curious)",
+    )
     _common(assess, clients=2)
     assess.add_argument("--out", default="out/assess", help="directory for the PNG and JSON")
     assess.add_argument("--json", action="store_true", help="print one JSON object with `rows` on stdout")
@@ -199,6 +208,8 @@ def handle_assess(args: argparse.Namespace) -> int:
     from leakage.errors import LeakageError
     from secagg.errors import SecAggError
 
+    if getattr(args, "server", None):
+        return _handle_assess_malicious(args)
     try:
         record = run_assess(args)
     except (LeakageError, SecAggError) as error:
@@ -207,6 +218,26 @@ def handle_assess(args: argparse.Namespace) -> int:
         print(json.dumps(record, default=str))
     else:
         print(verdict_table(record["rows"]))
+        for note in record["notes"]:
+            print(f"note: {note}")
+        print(f"PNG {record['png']}  JSON {record['json']}")
+    return 0
+
+
+def _handle_assess_malicious(args: argparse.Namespace) -> int:
+    from leakage.app.evaluate import Log
+    from leakage.app.malicious import malicious_table, run_assess_malicious
+    from leakage.errors import LeakageError
+    from secagg.errors import SecAggError
+
+    try:
+        record = run_assess_malicious(args, log=Log(not args.no_progress))
+    except (LeakageError, SecAggError) as error:
+        return _fail(error)
+    if args.json:
+        print(json.dumps(record, default=str))
+    else:
+        print(malicious_table(record["rows"]))
         for note in record["notes"]:
             print(f"note: {note}")
         print(f"PNG {record['png']}  JSON {record['json']}")
