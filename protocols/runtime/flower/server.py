@@ -186,8 +186,9 @@ class SecAggWorkflow:
         self.insecure_single_operator = insecure_single_operator
         # Server B on a node of its own (another process, another operator's keys): the
         # workflow then hosts server A only and relays B's messages to that node.
+        # (Ignored for a protocol without server B, so one flag serves a mixed schedule.)
         self.server_b_node = server_b_node and SERVER_B in self.protocol.server_ids
-        if server_b_node and self.provisioning != "server-b":
+        if self.server_b_node and self.provisioning != "server-b":
             raise ConfigError(
                 f"{self.protocol.name}: server_b_node needs a protocol that server B provisions "
                 f"('server-b'), got {self.provisioning!r}"
