@@ -32,9 +32,9 @@ import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
 
+AGGREGATE_SCHEMA = "secagg-aggregate/2"  # of `secagg aggregate --json` (see the module docstring)
 # Packages that contribute subcommands; they ship with secagg, so a missing one is an
 # ImportError, not a silently shorter command list. Each imports no torch at module level.
-AGGREGATE_SCHEMA = "secagg-aggregate/2"
 _PLUGINS = ("leakage.cli", "leakage.app.cli", "benchmarks.cli")
 
 
