@@ -45,6 +45,7 @@ MODULES: tuple[str, ...] = (
     "attacks",
     "defenses",
     "aggregate_leakage",
+    "malicious",
     "flower",
 )
 
