@@ -68,12 +68,31 @@ class MatchingProblem:
     seed: int
 
 
-def _lenet_lanes(model: nn.Module) -> bool:
-    from leakage.models import LeNet
+_ELEMENTWISE = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.Identity)
 
-    return isinstance(model, LeNet) and all(
-        isinstance(m, nn.Conv2d) or len(list(m.parameters())) == 0 for m in model.body
-    )
+
+def lane_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of a model the lane-batched pass can run (LeNet and the MLP of
+    :mod:`leakage.models`: convolutions, fully connected layers with bias, elementwise
+    activations, in order), or None: such models use ``torch.func.vmap`` instead."""
+    from leakage.models import MLP, LeNet
+
+    layers: list[nn.Module]
+    if isinstance(model, LeNet) and isinstance(model.body, nn.Sequential):
+        layers = [*model.body, model.fc]
+    elif isinstance(model, MLP):
+        layers = [model.fc1, model.act, model.fc2, model.act, model.fc3]
+    else:
+        return None
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            if layer.bias is None:
+                return None
+        elif not isinstance(layer, _ELEMENTWISE):
+            return None
+    if not isinstance(layers[-1], nn.Linear):
+        return None
+    return layers
 
 
 class _Objective:
@@ -99,7 +118,7 @@ class _Objective:
                          for i in range(len(self.params))]
         self.labels = None if self.soft else torch.stack(
             [p.labels.to(device) for p in problems if p.labels is not None])
-        self.grouped = _lenet_lanes(model)
+        self.layers = lane_layers(model)
         self._lane_weights: tuple[int, list[torch.Tensor]] | None = None
 
     @property
@@ -124,7 +143,7 @@ class _Objective:
 
     def __call__(self, x: torch.Tensor, lanes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        if self.grouped:
+        if self.layers is not None:
             grads = self._grouped_gradients(x, lanes)
         else:
             grads = self._vmapped_gradients(x, lanes)
@@ -133,21 +152,13 @@ class _Objective:
         (grad,) = torch.autograd.grad(per_lane.sum(), x)
         return per_lane.detach(), grad
 
-    def _layers(self) -> list[nn.Module]:
-        """LeNet's body layers, then its classifier."""
-        body = self.model.body
-        fc = self.model.fc
-        if not isinstance(body, nn.Sequential) or not isinstance(fc, nn.Linear):
-            raise AttackConfigError(f"expected a LeNet, got {type(self.model).__name__}")
-        return [*body, fc]
-
     def _weights_for(self, lanes: int) -> list[torch.Tensor]:
         """Per-lane copies of the weights, in ``model.parameters()`` order, stacked the way
-        the grouped pass reads them: conv [A * out, in, k, k] and [A * out], fc [A, K, F]
-        and [A, K]."""
+        the lane pass reads them: conv [A * out, in, k, k] and [A * out] (one group per
+        lane), fully connected [A, out, in] and [A, out]."""
         if self._lane_weights is None or self._lane_weights[0] != lanes:
             copies = []
-            for module in self._layers():
+            for module in self.layers or []:
                 for p in module.parameters(recurse=False):
                     if isinstance(module, nn.Conv2d):
                         copies.append(p.detach().repeat(lanes, *([1] * (p.dim() - 1))))
@@ -157,21 +168,30 @@ class _Objective:
         return self._lane_weights[1]
 
     def _grouped_gradients(self, x: torch.Tensor, lanes: torch.Tensor) -> list[torch.Tensor]:
+        """Every lane's weight gradient from one pass: convolutions grouped by lane
+        (activations [B, A * channels, H, W]), fully connected layers batched per lane
+        (activations [B, A, features])."""
         count = x.shape[0]
         weights = self._weights_for(count)
         c, h, w = self.shape
         images = x[:, :self.image_dim].reshape(count, self.batch, c, h, w)
         hidden = images.transpose(0, 1).reshape(self.batch, count * c, h, w)
+        flat = False
         index = 0
-        for module in self._layers()[:-1]:
+        for module in self.layers or []:
             if isinstance(module, nn.Conv2d):
                 hidden = F.conv2d(hidden, weights[index], weights[index + 1], stride=module.stride,
                                   padding=module.padding, groups=count)
                 index += 2
+            elif isinstance(module, nn.Linear):
+                if not flat:
+                    hidden = hidden.reshape(self.batch, count, -1)
+                    flat = True
+                hidden = torch.einsum("baf,akf->bak", hidden, weights[index]) + weights[index + 1]
+                index += 2
             else:
                 hidden = module(hidden)
-        features = hidden.reshape(self.batch, count, -1)
-        logits = torch.einsum("bad,akd->abk", features, weights[index]) + weights[index + 1][:, None, :]
+        logits = hidden.transpose(0, 1)  # [A, B, K]
         loss = self._loss(logits, self._targets(x, lanes))
         grads = torch.autograd.grad(loss, weights, create_graph=True)
         return [g.reshape(count, *p.shape) for g, p in zip(grads, self.params)]
