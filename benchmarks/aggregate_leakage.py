@@ -69,7 +69,8 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """One row per (n_clients, batch, attack): the attack on the revealed sum."""
     import protocols
-    from leakage.app.evaluate import Settings, simulate
+    from leakage.app.settings import Settings
+    from leakage.app.simulation import simulate
     from leakage.assess import AGGREGATE, Budget, assess
     from secagg.round import run_round
 
@@ -128,7 +129,7 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
     grid = dict(QUICK if quick else FULL)
     grid.update({k: v for k, v in overrides.items() if v is not None})
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread, no contention (see leakage.app.evaluate)
+    torch.set_num_threads(1)  # tiny models: one thread, no contention (see leakage.app.settings)
     try:
         rows = sweep(
             grid["clients"],

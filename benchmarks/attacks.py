@@ -1,14 +1,14 @@
 """Attack benchmark: time, iterations per second and reconstruction quality of every
 attack on the embedded 32x32 images (LeNet, batch 1, plaintext gradient), plus DLG
 side by side with a straightforward re-implementation of the DLG paper's reference
-loop (Zhu et al. 2019, mit-han-lab/dlg as REFERENCES.md describes it).
+loop (Zhu et al. 2019; the authors published it as mit-han-lab/dlg).
 
     python -m benchmarks.attacks [--quick] [--device auto] [--out bench-out]
 
 Writes ``attacks.json`` (and ``attacks_dlg.png``) into ``--out``; :func:`run` returns
 the same record for ``python -m benchmarks`` (``--quick``: two images, short runs, so
-the targets are not expected to hold there). Quality targets of
-issue 5, checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 8 of 10 images,
+the targets are not expected to hold there). Quality targets,
+checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 8 of 10 images,
 iDLG label accuracy 100 %, analytic FC attack MSE < 1e-10, and our DLG faster than the
 reference loop on the same images in the same run (a ratio, because machines are noisy).
 Needs only torch and numpy (plus this repository).

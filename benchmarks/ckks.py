@@ -10,7 +10,7 @@ decrypt) in seconds per parameter, serialised bytes per parameter, and the max e
 the decrypted sum of n clients (2 .. 100) against the float64 sum, next to the declared
 bound. Also TenSEAL's ``n_threads`` 1 vs 2, and whole rounds through the router.
 
-Targets (issue 3): at most 25 bytes per parameter, the sum of 100 clients with
+Targets: at most 25 bytes per parameter, the sum of 100 clients with
 |w| <= 4 within 1e-4 of float64, and encryption at least as fast per parameter as the
 NVFlare parameters (ratio >= 1).
 """

@@ -5,7 +5,7 @@
 
 For each (parameters, clients) point, every protocol in ``protocols.available()`` runs
 one round through :func:`secagg.round.run_round` on seeded random updates (real keys,
-real bytes), and so does the plaintext baseline (``plaintext-fedsgd``) at the same
+real bytes), and so does the plaintext baseline (``protocols.baseline()``) at the same
 point in the same run. Recorded per point: seconds per party role and stage (clients:
 the mean client; ``server``, ``server-b``, ``key-holder``), the same per parameter,
 bytes uploaded per client per parameter, and the ratios against the baseline — time
@@ -38,7 +38,6 @@ FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 FULL_CLIENTS = (2, 10, 50, 200)
 QUICK_SIZES = (1_000, 10_000)
 QUICK_CLIENTS = (2, 4)
-BASELINE = "plaintext-fedsgd"
 MAX_ELEMENTS = 200_000_000  # clients x parameters held as float64 updates (1.6 GB)
 CSV_COLUMNS = (
     "protocol",
@@ -60,12 +59,6 @@ CSV_COLUMNS = (
 )
 
 
-def _config(cls: Any, fast: bool) -> dict[str, Any]:
-    config: dict[str, Any] = dict(cls.fast_config) if fast else {}
-    # Updates are uniform in [-0.5, 0.5]: every default clip (>= 1) covers them.
-    return config
-
-
 def _role(pid: int) -> str:
     from secagg.party import is_client, party_name
 
@@ -73,8 +66,10 @@ def _role(pid: int) -> str:
 
 
 def measure(protocol: Any, n_params: int, n_clients: int, *, seed: int = 0) -> dict[str, Any]:
-    """One round at one grid point: seconds per role and stage, bytes, error."""
-    from secagg.round import reference_aggregate, run_round
+    """One round at one grid point: the round's cost record (:class:`secagg.costs.RoundCosts`)
+    plus seconds per role and stage and the wall time."""
+    from secagg.costs import round_costs
+    from secagg.round import run_round
 
     rng = np.random.default_rng(seed)  # simulation data only
     updates = [rng.uniform(-0.5, 0.5, n_params) for _ in range(n_clients)]
@@ -86,11 +81,10 @@ def measure(protocol: Any, n_params: int, n_clients: int, *, seed: int = 0) -> d
     started = time.perf_counter()
     result = run_round(protocol, updates, weights=weights)
     wall = time.perf_counter() - started
-    aggregate = result.unwrap()
-    reference = reference_aggregate(updates, result.included, kind=protocol.aggregate_kind, weights=weights)
-    costs = result.costs
+    result.unwrap()
+    costs = round_costs(result, updates, weights=weights, value_range=0.5)
     stages: dict[str, dict[str, float]] = {}
-    for pid, per_stage in costs.seconds.items():
+    for pid, per_stage in result.costs.seconds.items():
         role = _role(pid)
         share = 1.0 / n_clients if role == "client" else 1.0  # the mean client
         target = stages.setdefault(role, {})
@@ -100,20 +94,15 @@ def measure(protocol: Any, n_params: int, n_clients: int, *, seed: int = 0) -> d
         "protocol": protocol.name,
         "n_params": n_params,
         "n_clients": n_clients,
-        "client_s": costs.client_seconds(),
-        "server_s": costs.server_seconds(),
-        "finalize_s": costs.finalize_seconds(),
-        "setup_s": costs.setup_seconds,
+        **costs.as_dict(),
         "wall_s": wall,
-        "bytes_per_param": costs.bytes_per_param(),
-        "bytes_up_per_client": costs.bytes_up_per_client(),
         "seconds_by_role_stage": stages,
         "seconds_per_param_by_role_stage": {
             role: {s: v / n_params for s, v in per.items()} for role, per in stages.items()
         },
-        "client_s_per_param": costs.client_seconds() / n_params,
-        "server_s_per_param": costs.server_seconds() / n_params,
-        "max_abs_error": float(np.max(np.abs(aggregate - reference))),
+        "client_s_per_param": costs.client_s / n_params,
+        "server_s_per_param": costs.server_s / n_params,
+        "_costs": costs,
     }
 
 
@@ -133,16 +122,18 @@ def run(
 ) -> dict[str, Any]:
     """The grid as a JSON-ready record (``quick``: the CI grid with fast configs)."""
     import protocols
+    from secagg.costs import Projection, fast_or_default
 
     sizes = tuple(sizes or (QUICK_SIZES if quick else FULL_SIZES))
     clients = tuple(clients or (QUICK_CLIENTS if quick else FULL_CLIENTS))
     names = list(names or protocols.available())
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
-    instances = {name: protocols.get(name)(**_config(protocols.get(name), quick)) for name in names}
+    base = protocols.baseline()
+    if base not in names:
+        names.insert(0, base)
+    instances = {name: fast_or_default(protocols.get(name), fast=quick) for name in names}
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    rate: dict[str, float] = {}  # seconds per (client x parameter), from the last point
+    projections = {name: Projection() for name in names}  # from each protocol's previous points
     for n_clients in sorted(clients):
         for n_params in sorted(sizes):
             if n_clients * n_params > max_elements:
@@ -156,9 +147,9 @@ def run(
                 )
                 continue
             baseline: dict[str, Any] | None = None
-            for name in [BASELINE] + [n for n in names if n != BASELINE]:
-                projected = rate.get(name, 0.0) * n_clients * n_params
-                if projected > max_point_seconds:
+            for name in [base] + [n for n in names if n != base]:
+                projected = projections[name].seconds(n_clients, n_params)
+                if projected is not None and projected > max_point_seconds:
                     skipped.append(
                         {
                             "n_params": n_params,
@@ -182,10 +173,10 @@ def run(
                         }
                     )
                     continue
-                rate[name] = max(rate.get(name, 0.0), row["wall_s"] / (n_clients * n_params))
+                projections[name].record(row.pop("_costs"), n_clients, n_params)
                 row["config"] = "fast_config" if quick else "default"
                 row["config_values"] = dataclasses.asdict(instances[name].config)
-                if name == BASELINE:
+                if name == base:
                     baseline = row
                 if baseline is not None:
                     row["expansion_over_plaintext"] = _ratio(
@@ -199,7 +190,7 @@ def run(
         "benchmark": "costs",
         "environment": environment(),
         "quick": quick,
-        "baseline": BASELINE,
+        "baseline": base,
         "grid": {
             "sizes": list(sizes),
             "clients": list(clients),
@@ -210,11 +201,6 @@ def run(
         "rows": rows,
         "skipped": skipped,
     }
-
-
-
-
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])

@@ -28,8 +28,8 @@ Verdict per observation (:func:`decide`):
 - ``not exposed`` otherwise. ``beats_random`` says whether the reconstruction did better
   than the same attack, at the same iteration count, run on random vectors of the same
   shape and per-tensor scale over ``baseline_seeds`` seeds (best baseline PSNR + 1 dB).
-  A ``not exposed`` row with ``beats_random`` false is the issue's "no better than a
-  random vector"; one with ``beats_random`` true is a partial leak worth reading.
+  A ``not exposed`` row with ``beats_random`` false is "no better than a random
+  vector"; one with ``beats_random`` true is a partial leak worth reading.
 
 Budget: every observable — plaintext, decoded aggregates, colluding reconstructions,
 ciphertexts and masked shares alike — gets every applicable attack at the same budget

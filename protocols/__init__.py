@@ -19,6 +19,7 @@ from protocols.paillier_threshold import PaillierNaiveThreshold, PaillierThresho
 from protocols.pairwise import PairwiseMasking
 from protocols.plaintext import PlaintextFedAvg, PlaintextFedSGD
 from protocols.two_server import TwoServer
+from secagg.errors import UnknownProtocolError
 from secagg.protocol import Protocol, Registry
 
 # The built-in protocols, in the order `secagg protocols` lists them.
@@ -56,6 +57,15 @@ def get(name: str) -> type[Protocol[Any]]:
 def create(name: str, **config: Any) -> Protocol[Any]:
     """An instance of the protocol ``name`` with ``config`` overriding its defaults."""
     return _REGISTRY.create(name, **config)
+
+
+def baseline(aggregate_kind: str = "sum") -> str:
+    """The registered unprotected baseline (:attr:`secagg.protocol.Protocol.is_baseline`)
+    whose aggregate is ``aggregate_kind``: what every other protocol is measured against."""
+    for name, cls in _REGISTRY.items():
+        if cls.is_baseline and cls.aggregate_kind == aggregate_kind:
+            return name
+    raise UnknownProtocolError(f"no baseline protocol with a {aggregate_kind!r} aggregate is registered")
 
 
 def available() -> list[str]:

@@ -26,7 +26,8 @@ Threat model.
   secret, public, relinearisation or Galois keys (additions need none of them).
 * What the server sees: every client's ciphertexts (RLWE samples: indistinguishable
   from random without the secret key, IND-CPA), their sizes (so n_params) and the chunk
-  layout; it learns nothing of any update and never sees the aggregate. The key holder
+  layout; it learns nothing of any update and, within the round, never sees the
+  aggregate (a deployment hands it back: see "Released decryptions" below). The key holder
   sees the summed ciphertexts and the aggregate, never an individual ciphertext.
 * Collusion: any client holds the secret key and could decrypt any other client's
   ciphertext if it saw it, as in NVFlare. This protocol never sends a client's
@@ -37,7 +38,8 @@ Threat model.
   would decrypt it; the ``included`` list it checks is the server's word.
 * Dropouts: any number; a client that never sends is not in the sum, a ciphertext the
   router refuses (corrupted, replayed, another round's) or the server cannot load is
-  left out; the aggregate is over the clients that arrived, provided at least
+  left out (as is a client that sends another message type; the server's ``left_out``
+  names each with the reason); the aggregate is over the clients that arrived, provided at least
   ``min_clients`` (default 2) did.
 * Minimum clients: ``min_clients`` (>= 2 by default; the key holder enforces it).
 * No threshold decryption: TenSEAL exposes none, and OpenFHE's Python wheels (which have
@@ -45,6 +47,23 @@ Threat model.
   holder stays; ``paillier-threshold`` is the protocol whose key no single party holds.
 * Clients are trusted to clip: nothing proves what a ciphertext holds, so a malicious
   client can poison the sum or push it past the data modulus (it then wraps).
+* Released decryptions (IND-CPA^D). The decrypted aggregate goes back to the server (it
+  is the model update the server applies), so the server sees decryptions of
+  ciphertexts it chose: the setting of Li and Micciancio ("On the Security of
+  Homomorphic Encryption on Approximate Numbers", EUROCRYPT 2021). A CKKS decryption
+  is m + e with e a function of the secret key; a server that knows m (it can submit,
+  as the "sum", ciphertexts of its own making) learns e and, from enough such
+  releases, the secret key shared by every client, and with it every client's past and
+  future uploads. IND-CPA says nothing about this. The counter-measure is noise
+  flooding of what is released: ``flood_bits`` s > 0 has the key holder add, to every
+  released coordinate, independent noise uniform on [-2^s B, 2^s B] from the OS CSPRNG,
+  B the sum's decryption-noise bound (:meth:`CkksParameters.noise_bound`); e is then
+  hidden up to statistical distance 2^-s per coordinate (the flooding argument; Li,
+  Micciancio, Schorr and Walter, CRYPTO 2022, analyse how much is enough), and the
+  release is within (2^s + 1) B of the sum (:meth:`CKKS.precision`), so a precision
+  target must leave s bits for it (``precision`` 2^-s times tighter). Off by default
+  (``flood_bits=0``): the default deployment assumes the server does not submit
+  ciphertexts of its own.
 
 CKKS is approximate: the revealed sum differs from the float64 sum by at most
 :meth:`CKKS.precision` (see the noise model in :mod:`protocols.ckks_params`). TenSEAL
@@ -57,6 +76,7 @@ small ciphertext; it is kept as a configuration knob (default 1).
 from __future__ import annotations
 
 import math
+import secrets
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +86,7 @@ import numpy as np
 import tenseal as ts
 
 from protocols.ckks_params import CkksParameters, nvflare_parameters, plan_parameters
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.errors import (
     ConfigError,
     EncodingOverflowError,
@@ -102,7 +123,9 @@ class CKKSConfig:
     instead of a preset (all three or none; sizes as a tuple or "40,14").
     ``precision``: target max error per client, so the sum of n is within n·precision.
     ``clip``: clients refuse values with |x| > clip. ``min_clients`` (>= 2): the key
-    holder's minimum. ``n_threads``: TenSEAL's thread count.
+    holder's minimum. ``n_threads``: TenSEAL's thread count. ``flood_bits`` s (0: off):
+    the key holder floods each released coordinate with uniform noise 2^s times the
+    decryption-noise bound (see the module's threat model, IND-CPA^D).
     """
 
     preset: str = "planned"
@@ -115,6 +138,7 @@ class CKKSConfig:
     coeff_mod_bit_sizes: tuple[int, ...] | str = ()
     scale_bits: float = 0.0
     insecure_allow_low_security: bool = False
+    flood_bits: int = 0
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -130,6 +154,9 @@ class CKKSConfig:
             raise ConfigError(f"min_clients must be in [2, {self.max_clients}], got {self.min_clients!r}")
         if not (isinstance(self.n_threads, int) and 1 <= self.n_threads <= 256):
             raise ConfigError(f"n_threads must be in [1, 256], got {self.n_threads!r}")
+        flood = self.flood_bits
+        if not (isinstance(flood, int) and not isinstance(flood, bool) and 0 <= flood <= 64):
+            raise ConfigError(f"flood_bits must be an int in [0, 64] (0: off), got {self.flood_bits!r}")
         sizes = self.coeff_mod_bit_sizes
         if isinstance(sizes, str):
             try:
@@ -512,7 +539,10 @@ class CkksClient(Party):
             raise EncodingOverflowError(
                 f"client {self.party_id}: expected |x| <= clip {self._clip}, got max |x| {peak:.6g}"
             )
-        return [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        sent = [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        if self.binding:  # straight to the key holder, who checks before decrypting
+            sent.append(Envelope(KEY_HOLDER, binding_message(self.binding)))
+        return sent
 
     def holdings(self) -> list[Holding]:
         return [Holding("context", self._context, secret=True)]
@@ -538,8 +568,12 @@ class CkksServer(Party):
         included = []
         for message in inbox:
             payload = message.payload
-            if not isinstance(payload, EncryptedUpdate) or not 0 <= message.sender < self._spec.n_clients:
+            if not 0 <= message.sender < self._spec.n_clients:
                 raise ProtocolStateError(f"server: unexpected {type(payload).__name__} from {message.sender}")
+            if not isinstance(payload, EncryptedUpdate):
+                # A client that sends something else is left out too, never fatal to the others.
+                self.left_out[message.sender] = f"expected an EncryptedUpdate, got {type(payload).__name__}"
+                continue
             try:
                 vectors = load_ciphertexts(
                     self._context,
@@ -574,16 +608,21 @@ class CkksKeyHolder(Party):
     role = "key-holder"
 
     def __init__(
-        self, spec: RoundSpec, context: ts.Context, params: CkksParameters, min_clients: int
-    ) -> None:
+        self, spec: RoundSpec, context: ts.Context, params: CkksParameters, min_clients: int,
+        flood_bits: int = 0,
+    ) -> None:  # fmt: skip
         super().__init__(KEY_HOLDER)
         self._spec = spec
         self._context = context
         self._params = params
         self._min_clients = min_clients
+        self._flood_bits = flood_bits
         self._revealed: Revealed | None = None
+        # The key holder refuses to decrypt a sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("key-holder")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        inbox = self.binding_ledger.take(inbox)
         if stage != "decrypt":
             return []
         sums = [m.payload for m in inbox if isinstance(m.payload, EncryptedSum) and m.sender == SERVER]
@@ -601,11 +640,16 @@ class CkksKeyHolder(Party):
             raise NotEnoughClientsError(
                 f"key holder: expected a sum of at least {self._min_clients} clients, got {len(included)}"
             )
+        self.binding_ledger.require(included)
         vectors = load_ciphertexts(
             self._context, self._params, payload.ciphertexts, n_params=self._spec.n_params, what="sum"
         )
         aggregate = np.concatenate([np.asarray(v.decrypt(), dtype=np.float64) for v in vectors])
-        self._revealed = Revealed(aggregate[: self._spec.n_params], included)
+        aggregate = aggregate[: self._spec.n_params]
+        if self._flood_bits:
+            width = self._params.noise_bound(len(included)) * 2.0**self._flood_bits
+            aggregate = aggregate + flooding_noise(aggregate.size, width)
+        self._revealed = Revealed(aggregate, included)
         return []
 
     def output(self) -> Revealed | None:
@@ -613,6 +657,19 @@ class CkksKeyHolder(Party):
 
     def holdings(self) -> list[Holding]:
         return [Holding("context", self._context, secret=True)]
+
+
+def flooding_noise(n: int, width: float) -> np.ndarray:
+    """``n`` independent values uniform on [-width, width), from the OS CSPRNG.
+
+    53 random bits per value (a double's mantissa), so every representable step of the
+    interval is reachable; never ``np.random``: the noise hides a key-dependent error.
+    """
+    if n < 0 or not (math.isfinite(width) and width >= 0):
+        raise ConfigError(f"flooding noise: expected n >= 0 and a finite width >= 0, got {n}, {width}")
+    words = np.frombuffer(secrets.token_bytes(8 * n), dtype="<u8") >> np.uint64(11)
+    unit = words.astype(np.float64) * 2.0**-53  # [0, 1)
+    return (2.0 * unit - 1.0) * width
 
 
 def _context_bytes(context: ts.Context) -> bytes:
@@ -636,7 +693,9 @@ class CKKS(Protocol[CKKSConfig]):
     finalize_stages = frozenset({"decrypt"})
     late_dropout_stage = "upload"
     aggregate_kind = "sum"
-    payload_types = (EncryptedUpdate, EncryptedSum)
+    payload_types = (EncryptedUpdate, EncryptedSum, ModelBinding)
+    supports_binding = True
+    aggregate_readers = "key-holder and every client (all hold the secret key)"
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
     summary = "CKKS (TenSEAL) ciphertexts under a shared key, summed by the server, decrypted by a key holder"
@@ -645,7 +704,9 @@ class CKKS(Protocol[CKKSConfig]):
     input_bound_field = "clip"
     # Every client shares one secret context, made once by the key holder's node.
     provisioning = "dealer"
-    state_types: ClassVar[tuple[type, ...]] = (CkksClient, CkksServer, CkksKeyHolder, CkksParameters)
+    state_types: ClassVar[tuple[type, ...]] = (
+        CkksClient, CkksServer, CkksKeyHolder, CkksParameters, BindingLedger,
+    )  # fmt: skip
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
         LeafCodec("tenseal-context", ts.Context, _context_bytes, ts.context_from),
     )
@@ -658,7 +719,8 @@ class CKKS(Protocol[CKKSConfig]):
         dropouts="any number; the sum is over the clients whose ciphertexts arrived",
         min_clients=2,
         notes="honest-but-curious server; clients never see each other's ciphertexts; "
-        "clients are trusted to clip (a malicious one can poison or wrap the sum)",
+        "clients are trusted to clip (a malicious one can poison or wrap the sum); the released "
+        "aggregate returns to the server (IND-CPA^D, Li-Micciancio 2021): flood_bits > 0 floods it",
     )
 
     def __init__(self, config: CKKSConfig | None = None, /, **overrides: Any) -> None:
@@ -684,7 +746,9 @@ class CKKS(Protocol[CKKSConfig]):
             for i, u in enumerate(updates)
         ]
         parties.append(CkksServer(spec, public_context_bytes(secret), self.params, self.config.n_threads))
-        parties.append(CkksKeyHolder(spec, secret, self.params, self.config.min_clients))
+        parties.append(
+            CkksKeyHolder(spec, secret, self.params, self.config.min_clients, self.config.flood_bits)
+        )
         return parties
 
     def check_capacity(self, n_clients: int) -> None:
@@ -711,7 +775,8 @@ class CKKS(Protocol[CKKSConfig]):
         inf when ``n_clients · value_range`` exceeds what the data modulus holds."""
         if value_range > self.config.clip or n_clients * value_range > self.params.capacity(n_clients):
             return math.inf
-        return self.params.noise_bound(n_clients) + 1e-12 * n_clients * value_range
+        flooded = (2.0**self.config.flood_bits + 1) if self.config.flood_bits else 1.0
+        return flooded * self.params.noise_bound(n_clients) + 1e-12 * n_clients * value_range
 
     def read_payload(self, payload: Payload, spec: RoundSpec) -> Reading:
         if isinstance(payload, (EncryptedUpdate, EncryptedSum)):

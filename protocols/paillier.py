@@ -49,7 +49,12 @@ Threat model (honest-but-curious servers):
 
 * Keys: the key holder, a party on the clients' side (a client-side trusted party, or a
   client elected for the round), generates the key pair and holds the secret key; the
-  server and the clients get the public key (through the router, as bytes).
+  server and the clients get the public key (through the router, as bytes). The key
+  holder signs each round's public-key message (round id included) with its long-term
+  Ed25519 identity key; every client holds the verification key from setup, out of band
+  (:meth:`_PaillierBase.key_holder_verification_key`), and refuses (IntegrityError) a
+  key that does not verify before it encrypts anything. A relaying server that hands a
+  client a key of its own, or an old round's key, therefore gets nothing encrypted under it.
 * The server sees the public key and, from each client, ciphertexts (fixed-width
   big-endian integers below n^2), the key fingerprint and the public packing layout
   (slot width, offset, count, f); it never holds the secret key, and learns nothing of
@@ -59,7 +64,12 @@ Threat model (honest-but-curious servers):
 * Collusion: the key holder together with the server learns every client's update
   (the server hands over single ciphertexts). A malicious server could also present
   one client's ciphertext as a "sum"; the ``min_clients`` check at the key holder
-  holds against an honest-but-curious server only.
+  holds against an honest-but-curious server only (``paillier-threshold`` closes this:
+  its decryptors recompute the sum from signed uploads).
+* Misbehaving clients: an upload under another key, with another layout, or with a
+  ciphertext that is not a unit of Z_{n^2} is left out of the product like a dropout
+  (named with the reason in the server's ``rejected_clients``); it never aborts the
+  others' round.
 * Dropouts: any number; a client that never sends is not multiplied in, and the mean is
   over the others. The key holder refuses (NotEnoughClientsError) to decrypt a sum of
   fewer than ``min_clients`` (default 2) clients.
@@ -71,7 +81,8 @@ public key travels as fixed-width bytes; no decimal strings, no pickles. A ciphe
 that is 0, >= n^2 or shares a factor with n raises :class:`WireFormatError` when the
 recipient decodes it against its public key (:func:`decode_ciphertexts`), and a
 ciphertext under another key raises :class:`KeyMismatchError` (every message carries
-the SHA-256 fingerprint of the key it was made under).
+the SHA-256 fingerprint of the key it was made under); the server turns either into a
+left-out sender.
 """
 
 from __future__ import annotations
@@ -85,12 +96,14 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import gmpy2
 import numpy as np
 from phe import paillier
 
+from secagg import signing
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -239,10 +252,15 @@ def ciphertext_width(n: int) -> int:
 
 @dataclass(frozen=True)
 class PublicKeyMessage(Payload):
-    """The key holder's public key, to every client and the server.
+    """The key holder's public key, signed by the key holder, to every client and the server.
 
     Layout: u16 key_bits k | n (k/8 bytes, big-endian) | u8 obfuscation (0 standard,
-    1 DJN) | if DJN: h_s (byte length of n^2, big-endian).
+    1 DJN) | if DJN: h_s (byte length of n^2, big-endian) | 64-byte Ed25519 signature
+    over :func:`key_statement` (round id and the bytes before the signature) under the
+    key holder's identity key. A client checks it against the verification key it was
+    provisioned out of band (:meth:`_PaillierBase.key_holder_verification_key`) before
+    it encrypts anything: the relay cannot hand it a key of its own. A message built
+    without a signature carries 64 zero bytes, which verify under no key.
     """
 
     msg_type: ClassVar[int] = 1
@@ -250,13 +268,23 @@ class PublicKeyMessage(Payload):
     n: int
     obfuscation: int = OBFUSCATION_CODES["standard"]
     djn_base: int = 0
+    signature: bytes = bytes(signing.SIGNATURE_BYTES)
 
-    def to_bytes(self) -> bytes:
+    def unsigned_bytes(self) -> bytes:
+        """The layout up to the signature: what the key holder signs."""
         writer = Writer().u16(self.key_bits).raw(self.n.to_bytes(self.key_bits // 8, "big"))
         writer.u8(self.obfuscation)
         if self.obfuscation == OBFUSCATION_CODES["djn"]:
             writer.raw(self.djn_base.to_bytes(ciphertext_width(self.n), "big"))
         return writer.to_bytes()
+
+    def to_bytes(self) -> bytes:
+        if len(self.signature) != signing.SIGNATURE_BYTES:
+            raise WireFormatError(
+                f"PublicKeyMessage: expected a {signing.SIGNATURE_BYTES}-byte signature, "
+                f"got {len(self.signature)}"
+            )
+        return self.unsigned_bytes() + bytes(self.signature)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> PublicKeyMessage:
@@ -282,8 +310,38 @@ class PublicKeyMessage(Payload):
             djn_base = int.from_bytes(reader.raw(ciphertext_width(n), "h_s"), "big")
             if not 0 < djn_base < n * n or math.gcd(djn_base, n) != 1:
                 raise WireFormatError("PublicKeyMessage: h_s is not a unit modulo n^2")
+        signature = reader.raw(signing.SIGNATURE_BYTES, "signature")
         reader.done()
-        return cls(key_bits, n, obfuscation, djn_base)
+        return cls(key_bits, n, obfuscation, djn_base, signature)
+
+
+KEY_SIGN_CONTEXT = b"secagg/paillier/public-key/v1"
+
+
+def key_statement(round_id: int, key: PublicKeyMessage) -> bytes:
+    """What the key holder signs: u64 round id | the key message before its signature.
+
+    The round id makes a signed key good for one round only: a relay that kept an old
+    round's key message cannot serve it again.
+    """
+    return Writer().u64(round_id).raw(key.unsigned_bytes()).to_bytes()
+
+
+def sign_public_key(signing_key: bytes, round_id: int, key: PublicKeyMessage) -> PublicKeyMessage:
+    """``key`` with the key holder's Ed25519 signature for ``round_id``."""
+    signature = signing.sign(signing_key, key_statement(round_id, key), context=KEY_SIGN_CONTEXT)
+    return PublicKeyMessage(key.key_bits, key.n, key.obfuscation, key.djn_base, signature)
+
+
+def verify_public_key(verification_key: bytes, round_id: int, key: PublicKeyMessage, *, who: str) -> None:
+    """Raise :class:`IntegrityError` unless the pinned key holder signed ``key`` for ``round_id``."""
+    signing.verify(
+        verification_key,
+        key_statement(round_id, key),
+        key.signature,
+        context=KEY_SIGN_CONTEXT,
+        what=f"{who}: Paillier public key relayed from the key holder",
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -744,6 +802,7 @@ class PaillierKeyHolder(Party):
         keypair: tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey],
         *,
         naive: bool,
+        signing_key: bytes,
     ) -> None:
         super().__init__(KEY_HOLDER)
         self._spec = spec
@@ -752,18 +811,24 @@ class PaillierKeyHolder(Party):
         self._naive = naive
         n = self._public_key.n
         djn = config.obfuscation == "djn" and not naive
-        self._key_message = PublicKeyMessage(
-            config.key_bits,
-            n,
-            OBFUSCATION_CODES["djn" if djn else "standard"],
-            make_djn_base(n) if djn else 0,
-        )
+        self._signing_key = signing_key
+        self._key_message = sign_public_key(
+            signing_key,
+            spec.round_id,
+            PublicKeyMessage(
+                config.key_bits, n, OBFUSCATION_CODES["djn" if djn else "standard"],
+                make_djn_base(n) if djn else 0,
+            ),
+        )  # fmt: skip
         self._fingerprint = fingerprint(n)
         self._layout = plan_layout(config, n=n, n_clients=spec.n_clients, n_params=spec.n_params, naive=naive)
         self._revealed: Revealed | None = None
         self.total_weight: float | None = None
+        # The key holder refuses to decrypt a sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("key-holder")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        inbox = self.binding_ledger.take(inbox)
         if stage == "keys":
             recipients = [*range(self._spec.n_clients), SERVER]
             return [Envelope(r, self._key_message) for r in recipients]
@@ -798,6 +863,7 @@ class PaillierKeyHolder(Party):
                 f"key-holder: expected a sum of at least min_clients={self._config.min_clients} "
                 f"clients, got {len(included)}; refusing to decrypt"
             )
+        self.binding_ledger.require(included)
         ciphertexts = decode_ciphertexts(payload.ciphertexts, self._public_key.n, what="EncryptedSum")
         if self._naive:
             aggregate, total = self._decrypt_naive(ciphertexts)
@@ -835,6 +901,7 @@ class PaillierKeyHolder(Party):
         return [
             Holding("public_key", self._public_key, secret=False),
             Holding("private_key", self._private_key, secret=True),
+            Holding("signing_key", self._signing_key, secret=True),
         ]
 
 
@@ -850,6 +917,8 @@ class PaillierServer(Party):
         self._naive = naive
         self._key: PublicKeyMessage | None = None
         self._layout: Layout | None = None
+        # Clients whose upload was left out, and why (public: the server's own reading).
+        self.rejected_clients: dict[int, str] = {}
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "precompute":
@@ -876,23 +945,16 @@ class PaillierServer(Party):
         for message in sorted(inbox, key=lambda m: m.sender):
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, EncryptedUpdate) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
-                    f"server: expected an EncryptedUpdate from a client, "
-                    f"got {type(payload).__name__} from {sender}"
+                    f"server: expected uploads from clients, got {type(payload).__name__} from {sender}"
                 )
-            if payload.key_fingerprint != expected_key:
-                raise KeyMismatchError(
-                    f"server: client {sender}'s ciphertexts are under another public key "
-                    f"(fingerprint {payload.key_fingerprint[:8].hex()}, expected {expected_key[:8].hex()})"
-                )
-            if payload.layout != self._layout:
-                raise ProtocolStateError(
-                    f"server: client {sender}: expected layout {self._layout}, got {payload.layout}"
-                )
-            ciphertexts = decode_ciphertexts(
-                payload.ciphertexts, n, what=f"client {sender}'s EncryptedUpdate"
-            )
+            # A misbehaving client is left out like a dropout: it never aborts the others' round.
+            try:
+                ciphertexts = self._check_upload(payload, sender, expected_key)
+            except (KeyMismatchError, ProtocolStateError, WireFormatError) as exc:
+                self.rejected_clients[sender] = str(exc)
+                continue
             if product is None:
                 product = ciphertexts
             else:
@@ -906,10 +968,32 @@ class PaillierServer(Party):
         )
         return [Envelope(KEY_HOLDER, summed)]
 
+    def _check_upload(self, payload: Payload, sender: int, expected_key: bytes) -> list[Any]:
+        """The upload's ciphertexts, or a typed error saying why it cannot enter the sum."""
+        if self._key is None or self._layout is None:
+            raise ProtocolStateError("server: expected the public key before the uploads")
+        if not isinstance(payload, EncryptedUpdate):
+            raise ProtocolStateError(
+                f"server: expected an EncryptedUpdate from client {sender}, got {type(payload).__name__}"
+            )
+        if payload.key_fingerprint != expected_key:
+            raise KeyMismatchError(
+                f"server: client {sender}'s ciphertexts are under another public key "
+                f"(fingerprint {payload.key_fingerprint[:8].hex()}, expected {expected_key[:8].hex()})"
+            )
+        if payload.layout != self._layout:
+            raise ProtocolStateError(
+                f"server: client {sender}: expected layout {self._layout}, got {payload.layout}"
+            )
+        return decode_ciphertexts(payload.ciphertexts, self._key.n, what=f"client {sender}'s EncryptedUpdate")
+
     def holdings(self) -> list[Holding]:
         if self._key is None:
             return []
-        return [Holding("public_key", paillier.PaillierPublicKey(self._key.n), secret=False)]
+        return [
+            Holding("public_key", paillier.PaillierPublicKey(self._key.n), secret=False),
+            Holding("rejected_clients", dict(self.rejected_clients), secret=False),
+        ]
 
 
 def _receive_key(inbox: Sequence[Inbound], who: str) -> PublicKeyMessage:
@@ -928,9 +1012,12 @@ class PaillierClient(Party):
 
     def __init__(
         self, party_id: int, update: np.ndarray, weight: float, spec: RoundSpec, config: PaillierConfig,
-        *, naive: bool,
+        *, naive: bool, verification_key: bytes | None = None,
     ) -> None:  # fmt: skip
         super().__init__(party_id)
+        # The key holder's Ed25519 verification key, pinned out of band (None: this
+        # client accepts no relayed key at all; subclasses with a provisioned key).
+        self._verification_key = verification_key
         self._update = update
         self._weight = weight
         self._spec = spec
@@ -942,7 +1029,16 @@ class PaillierClient(Party):
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "precompute":
-            self._key = _receive_key(inbox, self.name)
+            if self._verification_key is None:
+                raise ConfigError(
+                    f"{self.name}: expected a pinned key-holder verification key, got none; "
+                    "refusing an unauthenticated public key"
+                )
+            key = _receive_key(inbox, self.name)
+            # Before anything is encrypted: a key the pinned holder did not sign for this
+            # round (the relay's own, or an old one) is refused.
+            verify_public_key(self._verification_key, self._spec.round_id, key, who=self.name)
+            self._key = key
             self._layout = plan_layout(
                 self._config, n=self._key.n, n_clients=self._spec.n_clients,
                 n_params=self._spec.n_params, naive=self._naive,
@@ -951,7 +1047,10 @@ class PaillierClient(Party):
                 self._obfuscators = precompute_obfuscators(self._layout.count, self._key, self._config)
             return []
         if stage == "upload":
-            return [Envelope(SERVER, self._encrypt())]
+            sent = [Envelope(SERVER, self._encrypt())]
+            if self.binding:  # straight to the key holder, who checks before decrypting
+                sent.append(Envelope(KEY_HOLDER, binding_message(self.binding)))
+            return sent
         if inbox:
             raise ProtocolStateError(f"{self.name}: expected no message at {stage!r}, got {len(inbox)}")
         return []
@@ -1005,7 +1104,8 @@ class PaillierClient(Party):
 _THREAT_MODEL = ThreatModel(
     keys=(
         "the key holder (a party on the clients' side) generates the Paillier key pair and alone "
-        "holds the secret key; clients and the server get the public key"
+        "holds the secret key; clients and the server get the public key, signed by the key "
+        "holder's Ed25519 identity, which clients pin at setup"
     ),
     server_sees=(
         "the public key and each client's ciphertexts (fixed-width integers mod n^2), key "
@@ -1067,7 +1167,8 @@ class _PaillierBase(Protocol[PaillierConfig]):
     late_dropout_stage = "upload"
     aggregate_kind = "weighted_mean"
     threat_model = _THREAT_MODEL
-    payload_types = (PublicKeyMessage, EncryptedUpdate, EncryptedSum)
+    payload_types = (PublicKeyMessage, EncryptedUpdate, EncryptedSum, ModelBinding)
+    supports_binding = True
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
     # Small insecure keys and one process: a pool costs more than 512-bit work saves.
@@ -1079,13 +1180,36 @@ class _PaillierBase(Protocol[PaillierConfig]):
     # parties it deals carry only the public key.
     provisioning = "dealer"
     state_types: ClassVar[tuple[type, ...]] = (
-        PaillierClient, PaillierServer, PaillierKeyHolder, Layout, PublicKeyMessage
+        PaillierClient,
+        PaillierServer,
+        PaillierKeyHolder,
+        Layout,
+        PublicKeyMessage,
+        BindingLedger,
     )
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
         LeafCodec("phe-public-key", paillier.PaillierPublicKey, _public_key_bytes, _public_key_from),
         LeafCodec("phe-private-key", paillier.PaillierPrivateKey, _private_key_bytes, _private_key_from),
         LeafCodec("gmpy2-mpz", type(gmpy2.mpz(0)), lambda v: gmpy2.to_binary(v), _mpz_from),
     )
+
+    def __init__(self, config: PaillierConfig | None = None, /, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        # The key holder's long-term Ed25519 identity: it signs each round's public key,
+        # and clients hold the verification key from setup (out of band, never the relay's).
+        self._holder_signing_key, self._holder_verification_key = signing.generate_signing_keypair()
+
+    @property
+    def key_holder_verification_key(self) -> bytes:
+        """What clients pin to check the key holder's signed public key."""
+        return self._holder_verification_key
+
+    def with_key_holder_identity(self, signing_key: bytes) -> Self:
+        """This protocol with the key holder's identity set to ``signing_key`` (a raw
+        Ed25519 private key provisioned at setup); clients pin its verification key."""
+        self._holder_verification_key = signing.verification_key(signing_key)
+        self._holder_signing_key = signing_key
+        return self
 
     def make_parties(
         self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec
@@ -1097,11 +1221,19 @@ class _PaillierBase(Protocol[PaillierConfig]):
             )
         keypair = generate_keypair(self.config.key_bits)
         # The key holder plans the layout now: an impossible bit budget fails before any message.
-        holder = PaillierKeyHolder(spec, self.config, keypair, naive=self.naive)
+        holder = PaillierKeyHolder(
+            spec, self.config, keypair, naive=self.naive, signing_key=self._holder_signing_key
+        )
         parties: list[Party] = [
             PaillierClient(
-                i, update, 1.0 if weights is None else float(weights[i]), spec, self.config, naive=self.naive
-            )
+                i,
+                update,
+                1.0 if weights is None else float(weights[i]),
+                spec,
+                self.config,
+                naive=self.naive,
+                verification_key=self._holder_verification_key,
+            )  # fmt: skip
             for i, update in enumerate(updates)
         ]
         parties.append(PaillierServer(spec, self.config, naive=self.naive))

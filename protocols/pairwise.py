@@ -105,6 +105,14 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from protocols.pairwise_sizing import (
+    DEFAULT_CORRUPT,
+    DEFAULT_DROPOUT,
+    DEFAULT_FAILURE_BITS,
+    Sizing,
+    size_secaggplus,
+)
+from secagg.binding import BindingLedger, ModelBinding, binding_message, bound_label
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -132,6 +140,7 @@ GCM_TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + GCM_TAG_BYTES
 _NONCE = bytes(12)  # every share key encrypts exactly one message (see _share_key)
 MAX_SESSION_BYTES = 256
+AUTO = "auto"  # neighbours sized from Bell et al.'s bounds at the round's client count
 
 
 # ---------------------------------------------------------------- configuration
@@ -168,7 +177,13 @@ class PairwiseConfig:
     most fractional bits the bit budget allows for the round's client count;
     ``threshold`` t of the Shamir sharing within a share group (None: floor(2g/3) + 1,
     g the group size; t <= g/2 is refused unless ``insecure_allow_low_threshold``);
-    ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph); ``min_clients`` fewest
+    ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph; ``"auto"``: k and t sized
+    for the round's client count from Bell et al.'s bounds by
+    :func:`protocols.pairwise_sizing.size_secaggplus`, given ``dropout_rate`` (each client
+    drops independently with this probability), ``corrupt_fraction`` (clients colluding
+    with the server) and the failure targets 2^-``privacy_bits`` and
+    2^-``correctness_bits``; a client count no k can serve is refused with a
+    :class:`ConfigError` saying what would work); ``min_clients`` fewest
     inputs in a revealed sum (never below t); ``session`` a public string fixed when the
     clients enrol, bound into the neighbour graph and every signature; ``active_security``
     Bonawitz et al.'s malicious-server variant (signed keys, consistency check).
@@ -178,11 +193,15 @@ class PairwiseConfig:
     clip: float = 1.0
     frac_bits: int | None = None
     threshold: int | None = None
-    neighbours: int | None = None
+    neighbours: int | str | None = None
     min_clients: int = 2
     session: str = ""
     active_security: bool = False
     insecure_allow_low_threshold: bool = False
+    dropout_rate: float = DEFAULT_DROPOUT
+    corrupt_fraction: float = DEFAULT_CORRUPT
+    privacy_bits: int = DEFAULT_FAILURE_BITS
+    correctness_bits: int = DEFAULT_FAILURE_BITS
 
     def __post_init__(self) -> None:
         for name in ("active_security", "insecure_allow_low_threshold"):
@@ -191,8 +210,25 @@ class PairwiseConfig:
             raise ConfigError(
                 f"session: expected a string of at most {MAX_SESSION_BYTES} utf-8 bytes, got {self.session!r}"
             )
-        for name in ("frac_bits", "threshold", "neighbours"):
+        if isinstance(self.neighbours, str) and self.neighbours.lower() == AUTO:
+            object.__setattr__(self, "neighbours", AUTO)
+            if self.threshold is not None:
+                raise ConfigError(
+                    "neighbours='auto' sizes the threshold too: expected threshold None, "
+                    f"got {self.threshold!r}"
+                )
+        else:
+            object.__setattr__(self, "neighbours", _optional_int(self.neighbours, "neighbours"))
+        for name in ("frac_bits", "threshold"):
             object.__setattr__(self, name, _optional_int(getattr(self, name), name))
+        for name in ("dropout_rate", "corrupt_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{name}: expected a number in [0, 1), got {value!r}")
+        for name in ("privacy_bits", "correctness_bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+                raise ConfigError(f"{name}: expected an integer in [1, 128], got {value!r}")
         if self.ring_bits not in (32, 64):
             raise ConfigError(f"ring_bits must be 32 or 64, got {self.ring_bits!r}")
         if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
@@ -203,7 +239,7 @@ class PairwiseConfig:
             raise ConfigError(
                 f"threshold must be >= 2 (t = 1 hands a secret to one holder), got {self.threshold}"
             )
-        if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
+        if isinstance(self.neighbours, int) and (self.neighbours < 2 or self.neighbours % 2):
             raise ConfigError(f"neighbours must be an even number >= 2 or None, got {self.neighbours}")
         if not isinstance(self.min_clients, int) or self.min_clients < 1:
             raise ConfigError(f"min_clients must be an int >= 1, got {self.min_clients!r}")
@@ -213,19 +249,39 @@ class PairwiseConfig:
             return FixedPoint.plan(clip=self.clip, n_clients=n_clients, ring_bits=self.ring_bits)
         return FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
 
+    def sizing(self, n_clients: int) -> Sizing:
+        """k and t for ``n_clients`` from Bell et al.'s bounds (``neighbours='auto'``)."""
+        return size_secaggplus(
+            n_clients=n_clients,
+            dropout=self.dropout_rate,
+            corrupt=self.corrupt_fraction,
+            privacy_bits=self.privacy_bits,
+            correctness_bits=self.correctness_bits,
+        )
+
+    def neighbours_for(self, n_clients: int) -> int | None:
+        """k for ``n_clients`` (None: the full graph)."""
+        if self.neighbours == AUTO:
+            return self.sizing(n_clients).neighbours
+        return self.neighbours  # type: ignore[return-value]
+
     def uses_graph(self, n_clients: int) -> bool:
         """True when the SecAgg+ neighbour graph is sparser than the full graph."""
-        return self.neighbours is not None and self.neighbours < n_clients - 1
+        k = self.neighbours_for(n_clients)
+        return k is not None and k < n_clients - 1
 
     def group_size(self, n_clients: int) -> int:
         """g: the clients that hold shares of one client's secrets (itself included)."""
         if self.uses_graph(n_clients):
-            return int(self.neighbours) + 1  # type: ignore[arg-type]
+            return int(self.neighbours_for(n_clients)) + 1  # type: ignore[arg-type]
         return n_clients
 
     def threshold_for(self, n_clients: int) -> int:
         group = self.group_size(n_clients)
-        t = self.threshold if self.threshold is not None else min(group, 2 * group // 3 + 1)
+        if self.neighbours == AUTO:
+            t = self.sizing(n_clients).threshold
+        else:
+            t = self.threshold if self.threshold is not None else min(group, 2 * group // 3 + 1)
         if t > group:
             raise ConfigError(f"threshold {t} exceeds the share group size {group} for {n_clients} clients")
         if 2 * t <= group and not self.insecure_allow_low_threshold:
@@ -620,9 +676,15 @@ def _share_context(*, round_id: int, sender: int, recipient: int) -> bytes:
     )
 
 
-def pair_seed(s_private: bytes, peer_s_public: bytes, *, round_id: int, a: int, b: int) -> bytes:
+def pair_seed(
+    s_private: bytes, peer_s_public: bytes, *, round_id: int, a: int, b: int, binding: bytes = b""
+) -> bytes:
+    """The pair mask seed of clients a and b, bound to the model digest the deriving client
+    trained on (``binding``; empty: unbound): two clients that trained on different models
+    derive different seeds, so their pair masks do not cancel in the sum."""
     pair = (min(a, b), max(a, b))
-    return shared_key(s_private, peer_s_public, domain("pairwise/mask-seed", round_id=round_id, parties=pair))
+    label = bound_label(domain("pairwise/mask-seed", round_id=round_id, parties=pair), binding)
+    return shared_key(s_private, peer_s_public, label)
 
 
 def _pair_mask(seed: bytes, *, round_id: int, a: int, b: int, n: int, ring_bits: int) -> np.ndarray:
@@ -776,7 +838,7 @@ class PairwiseClient(Party):
         self._self_mask_seed = b""
         self._group_ids = neighbour_graph(
             spec.n_clients,
-            config.neighbours,
+            config.neighbours_for(spec.n_clients),
             graph_seed_for(config.session, spec.round_id, spec.n_clients),
             spec.round_id,
         )[party_id]
@@ -919,13 +981,18 @@ class PairwiseClient(Party):
             self._held[sender] = (limbs[:LIMBS], limbs[LIMBS:])
         masked = self._codec.encode(self._update)  # a fresh array: masks are added in place
         pair_seeds = {
-            peer: pair_seed(self._s_private, self._group[peer][1], round_id=rid, a=me, b=peer)
+            peer: pair_seed(
+                self._s_private, self._group[peer][1], round_id=rid, a=me, b=peer, binding=self.binding
+            )
             for peer in routed.senders
         }
         apply_masks(
             masked, client=me, self_mask_seed=self._self_mask_seed, pair_seeds=pair_seeds, round_id=rid
         )
-        return [Envelope(SERVER, MaskedInput(masked))]
+        sent = [Envelope(SERVER, MaskedInput(masked))]
+        if self.binding:  # the server's explicit check; the masks enforce it regardless
+            sent.append(Envelope(SERVER, binding_message(self.binding)))
+        return sent
 
     def _check_survivors(self, survivors: Sequence[int], what: str) -> None:
         # U3 within the share group: holders only (a member whose shares never reached this
@@ -1061,7 +1128,9 @@ class PairwiseServer(Party):
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self._advert_signatures: dict[int, bytes] = {}
         self._graph_seed = graph_seed_for(config.session, spec.round_id, spec.n_clients)
-        self._groups = neighbour_graph(spec.n_clients, config.neighbours, self._graph_seed, spec.round_id)
+        self._groups = neighbour_graph(
+            spec.n_clients, config.neighbours_for(spec.n_clients), self._graph_seed, spec.round_id
+        )
         self._commitments: dict[int, bytes] = {}
         self._shared: list[int] = []  # U2: clients whose shares were routed
         self._survivors: list[int] = []  # U3: clients whose masked input was summed
@@ -1071,6 +1140,9 @@ class PairwiseServer(Party):
         self._self_mask_seeds: dict[int, bytes] = {}
         self._key_secrets: dict[int, bytes] = {}
         self._revealed: Revealed | None = None
+        # An honest server refuses clients that trained on different models before anyone
+        # is asked to unmask; one that skips this still gets masks that do not cancel.
+        self.binding_ledger = BindingLedger("server")
 
     def _from_clients(
         self, inbox: Sequence[Inbound], payload_type: type[Payload], stage: str, allowed: set[int]
@@ -1100,6 +1172,7 @@ class PairwiseServer(Party):
         if stage == "route_shares":
             return self._route(self._from_clients(inbox, EncryptedShares, stage, set(self._keys)))
         if stage == "collect_masked":
+            inbox = self.binding_ledger.take(inbox)
             return self._collect(self._from_clients(inbox, MaskedInput, stage, set(self._shared)))
         if stage == "collect_signatures":
             if self._identities is None:
@@ -1196,6 +1269,7 @@ class PairwiseServer(Party):
                 f"server: expected masked inputs from at least {minimum} clients "
                 f"(max(min_clients, t)), got {len(self._survivors)}; nothing is revealed"
             )
+        self.binding_ledger.require(self._survivors)
         survivors = set(self._survivors)
         for client in self._shared:
             live = len(self._holders(client) & survivors)
@@ -1289,7 +1363,15 @@ class PairwiseServer(Party):
         total = self._total
         survivors = set(self._survivors)
         dropped_pairs = [
-            (owner, peer, pair_seed(secret, self._keys[peer][1], round_id=rid, a=owner, b=peer))
+            (
+                owner,
+                peer,
+                # The survivor derived the seed bound to its own model digest.
+                pair_seed(
+                    secret, self._keys[peer][1], round_id=rid, a=owner, b=peer,
+                    binding=self.binding_ledger.bindings.get(peer, b""),
+                ),
+            )  # fmt: skip
             for owner, secret in self._key_secrets.items()
             for peer in sorted(self._holders(owner) & survivors)
         ]
@@ -1369,6 +1451,7 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
         UnmaskShares,
         ConsistencyRequest,
         ConsistencySignature,
+        ModelBinding,
     )
     server_ids = (SERVER,)
     aggregate_holder = SERVER
@@ -1379,7 +1462,8 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"
-    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer, Identities)
+    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer, Identities, BindingLedger)
+    supports_binding = True
     # At unmasking the server rebuilds survivors' self-mask seeds and dropped clients'
     # key-agreement secrets (never both for one client).
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {

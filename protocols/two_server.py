@@ -7,7 +7,7 @@ its update x_i in fixed point in Z_2^k, draws a fresh 32-byte seed s_i from the 
 CSPRNG and sends
 
     to server A (SERVER):   y_i = x_i - PRF(s_i, domain(round, i))   mod 2^k   (k/8 bytes/param)
-    to server B (SERVER_B): seal(pk_B, s_i, ad = protocol | round | i | B)   (80 bytes)
+    to server B (SERVER_B): seal(pk_B, s_i, ad = protocol | round | i | B | session)   (80 bytes)
 
 A sums the y_i, B sums the masks PRF(s_i, ...) over the same clients, and A adds the
 two sums: sum x_i = sum y_i + sum masks (mod 2^k), decoded to floats.
@@ -15,7 +15,9 @@ two sums: sum x_i = sum y_i + sum masks (mod 2^k), decoded to floats.
 Threat model (semi-honest servers, non-colluding):
 
 * Keys: B holds an X25519 key pair provisioned at setup (one per protocol instance,
-  reused across rounds); every client holds pk_B. Seeds are fresh per client per round.
+  reused across rounds, or a long-lived one given with :meth:`TwoServer.with_server_b_key`);
+  every client holds pk_B and B's session nonce (16 bytes B draws from the OS CSPRNG
+  for each session, handed out with pk_B). Seeds are fresh per client per round.
 * A alone sees, per client, a vector uniform over Z_2^k (a one-time pad by a PRF
   stream keyed by a seed it never sees), then B's mask sum over the agreed set
   (uniform too) and the aggregate. Sealed seeds do not pass through A; were they
@@ -30,7 +32,9 @@ Threat model (semi-honest servers, non-colluding):
 * Dropouts: any number, before or after upload. A client that reached only one server
   is left out by both: A lists the clients it holds, B answers with the mask sum over
   the intersection and the intersection itself, A removes the shares of clients
-  outside it. Nothing from a one-server client reaches the revealed sum.
+  outside it. Nothing from a one-server client reaches the revealed sum. A client
+  whose message a server cannot use (another type, size or dtype; a seed that does not
+  open) is left out the same way, named in that server's ``rejected_clients``.
 * Minimum clients: ``min_clients`` (default 2). Both servers refuse to reveal a sum
   over fewer agreed clients (:class:`NotEnoughClientsError`): a sum of one client's
   input is that client's input.
@@ -43,10 +47,12 @@ B states itself in the set agreement, which is what lets a client that reached o
 one server be detected and left out. Relaying would suit a deployment where clients
 can reach only A; the sealed layout and associated data would not change.
 
-Replay: the sealed seed's associated data binds protocol, round and client, so an old
-round's seed re-headed into a new round fails its GCM tag (:class:`IntegrityError`
-naming the sender); the router already refuses messages whose header names another
-round and duplicates within one.
+Replay: the sealed seed's associated data binds protocol, round, client and B's session
+nonce, so an old round's seed re-headed into a new round, or a seed from an earlier
+session replayed under a round number that restarted (B's key unchanged), fails its
+GCM tag; B leaves that sender out like a dropout (named, with the reason, in its
+``rejected_clients``) and A drops its share, so the others' sum completes. The router
+already refuses messages whose header names another round and duplicates within one.
 
 Stages: ``upload`` (clients send) -> ``collect`` (A sums shares and lists them to B; B
 opens seeds and sums masks) -> ``unmask`` (B answers with the mask sum over the
@@ -58,13 +64,14 @@ Upload: 4 bytes per parameter for k = 32 (8 for k = 64) + 9 bytes of array heade
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.encoding import FixedPoint, check_range
 from secagg.errors import (
     ConfigError,
@@ -75,13 +82,15 @@ from secagg.errors import (
 )
 from secagg.observe import COLLUDING, Observation
 from secagg.party import SERVER, SERVER_B, Envelope, Holding, Inbound, Party, Revealed, View, party_name
-from secagg.prf import SEED_BYTES, derive_key, domain, expand, random_seed
+from secagg.prf import SEED_BYTES, domain, expand, random_seed
+from secagg.prf import stream as prf_stream
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import SEAL_OVERHEAD, generate_keypair, open_sealed, seal
 from secagg.wire import ARRAY_HEADER_BYTES, Payload, Reader, Writer, array_header
 
 WIRE_ID = 30
 SEALED_SEED_BYTES = SEED_BYTES + SEAL_OVERHEAD  # 80
+SESSION_NONCE_BYTES = 16
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
 
@@ -91,10 +100,19 @@ def mask_label(round_id: int, client: int) -> bytes:
     return domain("two-server/mask", round_id=round_id, parties=(client,))
 
 
-def seed_associated_data(round_id: int, client: int) -> bytes:
-    """Associated data of a sealed seed: binds protocol id, round, sender and recipient."""
+def new_session_nonce() -> bytes:
+    """B's nonce for one session: 16 bytes from the OS CSPRNG."""
+    return secrets.token_bytes(SESSION_NONCE_BYTES)
+
+
+def seed_associated_data(round_id: int, client: int, session: bytes) -> bytes:
+    """Associated data of a sealed seed: binds protocol id, round, sender, recipient and
+    B's session nonce (so round numbers that restart under a long-lived B key cannot
+    carry an old session's seed)."""
+    if len(session) != SESSION_NONCE_BYTES:
+        raise ConfigError(f"session nonce: expected {SESSION_NONCE_BYTES} bytes, got {len(session)}")
     label = domain("two-server/seed", round_id=round_id, parties=(client, SERVER_B))
-    return WIRE_ID.to_bytes(2, "big") + label
+    return WIRE_ID.to_bytes(2, "big") + label + bytes(session)
 
 
 @dataclass(frozen=True)
@@ -264,7 +282,7 @@ def mask_update(
     itemsize = codec.ring_bits // 8
     signed = np.dtype(f"<i{itemsize}")
     scale = codec.scale
-    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    encryptor = prf_stream(seed, label)
     block = min(_BLOCK, max(n, 1))
     scaled = np.empty(block, dtype=np.float64)
     encoded = np.empty(block, dtype=signed)
@@ -295,7 +313,7 @@ def accumulate_mask(total: np.ndarray, seed: bytes, label: bytes, *, subtract: b
     """
     itemsize = total.dtype.itemsize
     n = total.size
-    encryptor = Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    encryptor = prf_stream(seed, label)
     block = min(_BLOCK, max(n, 1))
     zeros = bytes(block * itemsize)
     stream = bytearray(block * itemsize + 15)
@@ -317,13 +335,20 @@ class TwoServerClient(Party):
     role = "client"
 
     def __init__(
-        self, party_id: int, update: np.ndarray, spec: RoundSpec, codec: FixedPoint, server_b_public: bytes
+        self,
+        party_id: int,
+        update: np.ndarray,
+        spec: RoundSpec,
+        codec: FixedPoint,
+        server_b_public: bytes,
+        session_nonce: bytes,
     ) -> None:
         super().__init__(party_id)
         self._update = update
         self._spec = spec
         self._codec = codec
         self._server_b_public = server_b_public
+        self._session_nonce = session_nonce
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage != "upload":
@@ -337,8 +362,12 @@ class TwoServerClient(Party):
             mask_label(self._spec.round_id, self.party_id),
             share.values,
         )
-        sealed = seal(self._server_b_public, seed, seed_associated_data(self._spec.round_id, self.party_id))
-        return [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        associated = seed_associated_data(self._spec.round_id, self.party_id, self._session_nonce)
+        sealed = seal(self._server_b_public, seed, associated)
+        sent = [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        if self.binding:  # to B, whom the protocol trusts not to collude with A
+            sent.append(Envelope(SERVER_B, binding_message(self.binding)))
+        return sent
 
 
 class ServerA(Party):
@@ -356,6 +385,8 @@ class ServerA(Party):
         # kept until B names the agreed set so a share B cannot unmask can be removed.
         self._shares: dict[int, np.ndarray] = {}
         self._revealed: Revealed | None = None
+        # Clients whose share was left out (wrong type, size or dtype), and why.
+        self.rejected_clients: dict[int, str] = {}
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -371,17 +402,23 @@ class ServerA(Party):
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, MaskedShare) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server: expected MaskedShare from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
+            # A client whose share cannot enter the sum is left out (B's agreement then
+            # drops its seed too); it never aborts the others' round.
+            if not isinstance(payload, MaskedShare):
+                self.rejected_clients[sender] = f"expected a MaskedShare, got {type(payload).__name__}"
+                continue
             values = payload.values
             if values.dtype != dtype or values.size != self._spec.n_params:
-                raise ProtocolStateError(
-                    f"server: expected {self._spec.n_params} elements of {dtype} from "
+                self.rejected_clients[sender] = (
+                    f"expected {self._spec.n_params} elements of {dtype} from "
                     f"{party_name(sender)}, got {values.size} of {values.dtype}"
                 )
+                continue
             if self._total is None:
                 self._total = values.copy()
             else:
@@ -425,6 +462,9 @@ class ServerA(Party):
     def output(self) -> Revealed | None:
         return self._revealed
 
+    def holdings(self) -> list[Holding]:
+        return [Holding("rejected_clients", dict(self.rejected_clients), secret=False)]
+
 
 class ServerB(Party):
     """Holds the seeds (as X25519-sealed boxes on the wire) and answers with mask sums."""
@@ -432,7 +472,13 @@ class ServerB(Party):
     role = "server-b"
 
     def __init__(
-        self, spec: RoundSpec, codec: FixedPoint, min_clients: int, private_key: bytes, public_key: bytes
+        self,
+        spec: RoundSpec,
+        codec: FixedPoint,
+        min_clients: int,
+        private_key: bytes,
+        public_key: bytes,
+        session_nonce: bytes,
     ) -> None:
         super().__init__(SERVER_B)
         self._spec = spec
@@ -440,8 +486,13 @@ class ServerB(Party):
         self._min_clients = min_clients
         self._private_key = private_key
         self._public_key = public_key
+        self._session_nonce = session_nonce
         self._seeds: dict[int, bytes] = {}
+        # Senders whose sealed seed did not open (tampered, replayed, another session), and why.
+        self.rejected_clients: dict[int, str] = {}
         self._mask_total: np.ndarray | None = None
+        # B refuses to release a mask sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("server-b")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -458,20 +509,28 @@ class ServerB(Party):
         accumulate_mask(total, self._seeds[client], label, subtract=subtract)
 
     def _collect(self, inbox: Sequence[Inbound]) -> None:
+        inbox = self.binding_ledger.take(inbox)
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, SealedSeed) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server-b: expected SealedSeed from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
-            self._seeds[sender] = open_sealed(
-                self._private_key,
-                payload.sealed,
-                seed_associated_data(self._spec.round_id, sender),
-                what=f"server-b: sealed seed from {party_name(sender)}",
-            )
+            if not isinstance(payload, SealedSeed):
+                self.rejected_clients[sender] = f"expected a SealedSeed, got {type(payload).__name__}"
+                continue
+            try:
+                self._seeds[sender] = open_sealed(
+                    self._private_key,
+                    payload.sealed,
+                    seed_associated_data(self._spec.round_id, sender, self._session_nonce),
+                    what=f"server-b: sealed seed from {party_name(sender)}",
+                )
+            except IntegrityError as exc:
+                # Left out like a dropout: A's share of it leaves the sum at the agreement.
+                self.rejected_clients[sender] = str(exc)
         # Sum every mask now (while A is busy); the few B holds but A does not leave later.
         total = np.zeros(self._spec.n_params, dtype=self._codec.dtype)
         for client in sorted(self._seeds):
@@ -491,6 +550,7 @@ class ServerB(Party):
                 f"server-b: refusing to unmask a sum over {len(agreed)} clients (server holds "
                 f"{len(held_by_a)}, server-b {len(self._seeds)}), expected at least {self._min_clients}"
             )
+        self.binding_ledger.require(agreed)
         total = cast(np.ndarray, self._mask_total)
         for client in sorted(set(self._seeds) - agreed):
             self._accumulate(total, client, subtract=True)
@@ -501,6 +561,8 @@ class ServerB(Party):
         return [
             Holding("x25519_private_key", self._private_key, secret=True),
             Holding("x25519_public_key", self._public_key, secret=False),
+            Holding("session_nonce", self._session_nonce, secret=False),
+            Holding("rejected_clients", dict(self.rejected_clients), secret=False),
         ]
 
 
@@ -518,14 +580,15 @@ class TwoServer(Protocol[TwoServerConfig]):
     aggregate_kind = "sum"
     server_ids = (SERVER, SERVER_B)
     aggregate_holder = SERVER
-    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum)
+    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum, ModelBinding)
+    supports_binding = True
     Config = TwoServerConfig
     summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
-    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB)
+    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)
     # B opens the seeds sealed to it: its own private key is the one secret a server holds.
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {SERVER_B: frozenset({"x25519_private_key"})}
     threat_model = ThreatModel(
@@ -542,12 +605,26 @@ class TwoServer(Protocol[TwoServerConfig]):
 
     def __init__(self, config: TwoServerConfig | None = None, /, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        # B's long-term key, provisioned once per deployment (here: per protocol instance).
+        # B's long-term key, provisioned once per deployment (here: per protocol instance),
+        # and B's nonce for this session (a new instance is a new session).
         self._server_b_private, self._server_b_public = generate_keypair()
+        self._session_nonce = new_session_nonce()
 
     @property
     def server_b_public_key(self) -> bytes:
         return self._server_b_public
+
+    @property
+    def session_nonce(self) -> bytes:
+        """B's nonce for this session, handed to clients with pk_B."""
+        return self._session_nonce
+
+    def with_server_b_key(self, private_key: bytes, public_key: bytes) -> TwoServer:
+        """A new session of this protocol under B's long-lived X25519 key pair: same key,
+        fresh session nonce (so seeds sealed in another session never open in this one)."""
+        session = type(self)(self.config)
+        session._server_b_private, session._server_b_public = private_key, public_key
+        return session
 
     def make_parties(
         self, updates: Sequence[np.ndarray], weights: Sequence[float] | None, spec: RoundSpec
@@ -556,11 +633,15 @@ class TwoServer(Protocol[TwoServerConfig]):
         # The bit budget: n_clients encodings must sum without wrapping, checked before any upload.
         codec.check_budget(spec.n_clients)
         parties: list[Party] = [
-            TwoServerClient(i, update, spec, codec, self._server_b_public) for i, update in enumerate(updates)
+            TwoServerClient(i, update, spec, codec, self._server_b_public, self._session_nonce)
+            for i, update in enumerate(updates)
         ]
         parties.append(ServerA(spec, codec, self.config.min_clients))
         parties.append(
-            ServerB(spec, codec, self.config.min_clients, self._server_b_private, self._server_b_public)
+            ServerB(
+                spec, codec, self.config.min_clients,
+                self._server_b_private, self._server_b_public, self._session_nonce,
+            )  # fmt: skip
         )
         return parties
 
@@ -578,7 +659,8 @@ class TwoServer(Protocol[TwoServerConfig]):
         if SERVER not in views or SERVER_B not in views:
             return []
         key = views[SERVER_B].holding("x25519_private_key")
-        if not isinstance(key, bytes):
+        session = views[SERVER_B].holding("session_nonce")
+        if not isinstance(key, bytes) or not isinstance(session, bytes):
             return []
         codec = self.codec_for(spec.n_clients)
         seeds = {
@@ -590,7 +672,8 @@ class TwoServer(Protocol[TwoServerConfig]):
         found = []
         for client in sorted(set(seeds) & set(shares)):
             try:
-                seed = open_sealed(key, seeds[client].sealed, seed_associated_data(spec.round_id, client))
+                associated = seed_associated_data(spec.round_id, client, session)
+                seed = open_sealed(key, seeds[client].sealed, associated)
             except IntegrityError:
                 continue  # a seed B could not open is one the pair cannot use either
             mask = expand(seed, mask_label(spec.round_id, client), spec.n_params, ring_bits=codec.ring_bits)

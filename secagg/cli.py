@@ -6,6 +6,16 @@ and bytes. The leakage lab and the benchmarks add their own subcommands (``attac
 ``assess``, ``evaluate``, ``bench``) through a ``register(subparsers)`` function in
 their ``cli`` modules; this module is the composition root, the one place in
 ``secagg`` that reaches up to ``protocols`` (lazily, inside the commands).
+
+``secagg aggregate --json`` prints one object (schema ``secagg-aggregate/2``):
+``schema``, ``protocol``, ``clients``, ``params``, ``dropped``, ``included``,
+``aggregate_kind``, every measure of :class:`secagg.costs.RoundCosts` under its one
+name (``client_s``, ``client_offline_s``, ``server_s``, ``finalize_s``, ``setup_s``,
+``bytes_up_per_client``, ``bytes_down_per_client``, ``bytes_per_param``,
+``expansion_over_float32``, ``total_bytes``, ``max_abs_error``,
+``declared_precision``), ``seconds_by_party`` (seconds per party per stage) and
+``config``. Version 2 (from the unversioned 1): ``client_encode_s`` is ``client_s`` and
+``server_aggregate_s`` is ``server_s``, as in ``results.json`` and ``bench.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import numpy as np
 
 from secagg.errors import ConfigError, SecAggError
 
+AGGREGATE_SCHEMA = "secagg-aggregate/2"  # of `secagg aggregate --json` (see the module docstring)
 # Packages that contribute subcommands; they ship with secagg, so a missing one is an
 # ImportError, not a silently shorter command list. Each imports no torch at module level.
 _PLUGINS = ("leakage.cli", "leakage.app.cli", "benchmarks.cli")
@@ -148,7 +159,8 @@ def _parse_optional(raw: str) -> Any:
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
     import protocols
-    from secagg.round import reference_aggregate, run_round
+    from secagg.costs import round_costs
+    from secagg.round import run_round
     from secagg.router import Dropout
 
     if args.clients < 1:
@@ -173,33 +185,20 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     faults = [Dropout(c, protocol.late_dropout_stage) for c in dropped]
     use_weights = weights if protocol.aggregate_kind == "weighted_mean" else None
     result = run_round(protocol, updates, weights=use_weights, faults=faults, round_id=args.round_id)
-    aggregate = result.unwrap()
-    reference = reference_aggregate(
-        updates, result.included, kind=protocol.aggregate_kind, weights=use_weights
-    )
-    costs = result.costs
+    result.unwrap()
+    costs = round_costs(result, updates, weights=use_weights, value_range=args.value_range)
     report = {
+        "schema": AGGREGATE_SCHEMA,
         "protocol": args.protocol,
         "clients": args.clients,
         "params": args.params,
         "dropped": dropped,
         "included": list(result.included),
         "aggregate_kind": protocol.aggregate_kind,
-        "max_abs_error": float(np.max(np.abs(aggregate - reference))),
-        "declared_precision": protocol.precision(n_clients=args.clients, value_range=args.value_range),
-        "bytes_up_per_client": costs.bytes_up_per_client(),
-        "bytes_down_per_client": costs.bytes_down_per_client(),
-        "bytes_per_param": costs.bytes_per_param(),
-        "expansion_over_float32": costs.bytes_per_param() / 4.0,
-        "total_bytes": costs.total_bytes(),
-        "client_encode_s": costs.client_seconds(),
-        "client_offline_s": costs.client_seconds(offline=True),
-        "server_aggregate_s": costs.server_seconds(),
-        "finalize_s": costs.finalize_seconds(),
-        "setup_s": costs.setup_seconds,
+        **costs.as_dict(),
         "seconds_by_party": {
             _party(pid): {stage: round(s, 6) for stage, s in per.items()}
-            for pid, per in costs.seconds.items()
+            for pid, per in result.costs.seconds.items()
         },
         "config": dataclasses.asdict(protocol.config),
     }
@@ -219,11 +218,11 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
         f"{report['bytes_per_param']:.3f} bytes/param ({report['expansion_over_float32']:.2f}x float32)"
     )
     print(
-        f"client          {report['client_encode_s']:.4f} s/client "
+        f"client          {report['client_s']:.4f} s/client "
         f"(offline {report['client_offline_s']:.4f} s)"
     )
     print(
-        f"server          {report['server_aggregate_s']:.4f} s aggregate, "
+        f"server          {report['server_s']:.4f} s aggregate, "
         f"{report['finalize_s']:.4f} s finalize"
     )
     if dropped:

@@ -30,7 +30,7 @@ import struct
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secagg.encoding import ring_dtype
@@ -77,12 +77,22 @@ def derive_key(seed: bytes, label: bytes, length: int = 32) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=SALT, info=label).derive(seed)
 
 
+def stream(seed: bytes, label: bytes) -> CipherContext:
+    """The PRF's keystream as an open AES-256-CTR context under HKDF(seed, label).
+
+    Encrypting zeros with it yields the stream :func:`keystream` returns, in as many
+    pieces as the caller likes (CTR is a stream: the pieces concatenate). This is the one
+    place the cipher is built; callers that mask block by block (two-server's encoder)
+    draw from it so their masks equal :func:`expand`'s.
+    """
+    return Cipher(algorithms.AES(derive_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+
+
 def keystream(seed: bytes, label: bytes, n_bytes: int) -> bytes:
     """``n_bytes`` of AES-256-CTR keystream under HKDF(seed, label)."""
     if n_bytes < 0:
         raise ConfigError(f"n_bytes must be >= 0, got {n_bytes}")
-    key = derive_key(seed, label)
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    encryptor = stream(seed, label)
     return encryptor.update(bytes(n_bytes)) + encryptor.finalize()
 
 

@@ -131,7 +131,16 @@ def register(subparsers: Any) -> None:
         "real images; every observable of every server view is attacked and given a verdict.",
     )
     assess.add_argument("--protocol", required=True, help="a name from `secagg protocols`")
-    assess.add_argument("--defense", default=None, help="client-side transform spec, e.g. gaussian:var=1e-2")
+    assess.add_argument(
+        "--defense",
+        default=None,
+        help="client-side transform spec, e.g. gaussian:var=1e-2; with --server: vet",
+    )
+    assess.add_argument(
+        "--server",
+        default=None,
+        help="a deviating server: malicious:inconsistency|imprint|trap (default: honest-but-curious)",
+    )
     _common(assess, clients=2)
     assess.add_argument("--out", default="out/assess", help="directory for the PNG and JSON")
     assess.add_argument("--json", action="store_true", help="print one JSON object with `rows` on stdout")
@@ -139,7 +148,7 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from leakage.app.evaluate import Settings
+    from leakage.app.settings import Settings
 
     return Settings(
         clients=args.clients,
@@ -188,7 +197,7 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     except (LeakageError, SecAggError) as error:
         return _fail(error)
     if args.json:
-        print(json.dumps(record, default=str))
+        print(json.dumps(record.as_dict(), default=str))
     else:
         print(summary_table(record))
         print(f"\nreport: {Path(args.out) / 'report.html'}   data: {Path(args.out) / 'results.json'}")
@@ -199,6 +208,8 @@ def handle_assess(args: argparse.Namespace) -> int:
     from leakage.errors import LeakageError
     from secagg.errors import SecAggError
 
+    if getattr(args, "server", None):
+        return _handle_assess_malicious(args)
     try:
         record = run_assess(args)
     except (LeakageError, SecAggError) as error:
@@ -213,15 +224,38 @@ def handle_assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _handle_assess_malicious(args: argparse.Namespace) -> int:
+    from leakage.app.evaluate import Log
+    from leakage.app.malicious import malicious_table, run_assess_malicious
+    from leakage.errors import LeakageError
+    from secagg.errors import SecAggError
+
+    try:
+        record = run_assess_malicious(args, log=Log(not args.no_progress))
+    except (LeakageError, SecAggError) as error:
+        return _fail(error)
+    if args.json:
+        print(json.dumps(record, default=str))
+    else:
+        print(malicious_table(record["rows"]))
+        for note in record["notes"]:
+            print(f"note: {note}")
+        print(f"PNG {record['png']}  JSON {record['json']}")
+    return 0
+
+
 def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     """One protocol, one round, every server view attacked; writes PNG + JSON."""
     import numpy as np
     import torch
 
     import protocols
-    from leakage.app.evaluate import Log, build_protocol, configure_device, round_costs, simulate
+    from leakage.app.evaluate import build_protocol, round_notes
+    from leakage.app.settings import Log
+    from leakage.app.simulation import configure_device, simulate
     from leakage.assess import assess
     from leakage.png import encode_png, image_grid
+    from secagg.costs import round_costs
     from secagg.round import run_round
 
     settings = _settings(args)
@@ -230,18 +264,35 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     cls = protocols.get(args.protocol)
     sim = simulate(settings)
     updates, update_kind = sim.updates_for(cls.aggregate_kind)
+    ddp_round = None
     if args.defense:
+        from secagg.defences.ddp import DDPRound
         from secagg.defences.transforms import parse_transforms
 
         transform = parse_transforms(args.defense)
-        updates = [np.asarray(transform.apply(u), dtype=np.float64) for u in updates]
-    protocol, note = build_protocol(args.protocol, updates, quick=settings.quick, max_seconds=60.0, log=log)
+        # Distributed DP: clients send ring integers, the revealed sum is decoded, then attacked.
+        ddp_round = DDPRound.bind(
+            transform, n_clients=settings.clients, n_params=sim.n_params, aggregate_kind=cls.aggregate_kind
+        )
+        if ddp_round is not None:
+            updates = ddp_round.encode(updates)
+        else:
+            updates = [np.asarray(transform.apply(u), dtype=np.float64) for u in updates]
+    if ddp_round is not None:
+        protocol, note = ddp_round.protocol(cls, fast=settings.quick)
+    else:
+        protocol, note = build_protocol(
+            args.protocol, updates, quick=settings.quick, max_seconds=60.0, log=log
+        )
     weights = [float(settings.batch)] * settings.clients if cls.aggregate_kind == "weighted_mean" else None
     log(f"{args.protocol}: one round, {settings.clients} clients, {sim.n_params} parameters ({note})")
     result = run_round(protocol, updates, weights=weights)
     name = args.protocol + (f" + {args.defense}" if args.defense else "")
+    observations = result.observations()
+    if ddp_round is not None:
+        observations = ddp_round.observations(observations)
     assessment = assess(
-        result.observations(),
+        observations,
         sim.model,
         sim.truth,
         settings.budget(),
@@ -251,10 +302,13 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         progress=log,
     )
     rows = [row.as_dict() for row in assessment.rows]
-    if result.error is not None:
-        assessment.notes.insert(
-            0, f"the round revealed no aggregate: {type(result.error).__name__}: {result.error}"
-        )
+    assessment.notes[:0] = round_notes(result)
+    if ddp_round is not None:  # epsilon next to the verdict of every row of the revealed sum
+        epsilon = ddp_round.epsilon(len(result.included)) if result.included else float("inf")
+        for row in rows:
+            if row["kind"] == "aggregate":
+                row["epsilon"] = epsilon
+        assessment.notes.insert(0, ddp_round.note(len(result.included)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"assess_{args.protocol}" + ("_defended" if args.defense else "")
@@ -278,9 +332,8 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         "config_note": note,
         "update": update_kind.kind,
         "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-        "costs": round_costs(
-            result, protocol, updates, weights, float(max(np.abs(u).max() for u in updates))
-        ),
+        "costs": round_costs(result, updates, weights=weights).as_dict(),
+        "defense_info": None if ddp_round is None else ddp_round.info(len(result.included)),
         "rows": rows,
         "uniformity": [u.as_dict() for u in assessment.uniformity],
         "notes": assessment.notes,
@@ -295,7 +348,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    """The issue's table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
+    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
     header = (
         f"{'observer':<10} {'observable':<34} {'attack':<10} {'PSNR dB':>8} {'SSIM':>6} "
         f"{'labels':>6} {'random':>7}  verdict"
@@ -304,6 +357,8 @@ def verdict_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         baseline = "-" if r["baseline_psnr"] is None else f"{r['baseline_psnr']:.1f}"
         verdict = r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")
+        if r.get("epsilon") is not None:
+            verdict += f"  epsilon={r['epsilon']:.3g}"
         lines.append(
             f"{r['observer']:<10} {r['observable'][:34]:<34} {r['attack']:<10} {r['psnr']:>8.1f} "
             f"{r['ssim']:>6.3f} {r['label_accuracy']:>6.2f} {baseline:>7}  {verdict}"

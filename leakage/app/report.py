@@ -311,7 +311,7 @@ def _cost_table(runs: Sequence[dict[str, Any]], n_params: int, clients: int) -> 
             f'<td class="num">{_num(c.get("bytes_up_per_client"), 0)}</td>'
             f'<td class="num">{_num(c.get("bytes_per_param"))}</td>'
             f'<td class="num">{_num(c.get("expansion_over_float32"))}</td>'
-            f'<td class="num">{_num(c.get("precision_error"), sci=True)}</td>'
+            f'<td class="num">{_num(c.get("max_abs_error"), sci=True)}</td>'
             f'<td class="num">{_num(c.get("declared_precision"), sci=True)}</td></tr>'
         )
     out.append("</table>")

@@ -218,5 +218,6 @@ def last_linear_gradients(model: nn.Module, gradient: Sequence[torch.Tensor]) ->
         )
     index = {id(p): i for i, p in enumerate(params)}
     weight = gradient[index[id(last.weight)]]
-    bias = gradient[index[id(last.bias)]] if last.bias is not None else None
+    # A bias held fixed (a buffer, not a parameter) has no gradient to read.
+    bias = gradient[index[id(last.bias)]] if last.bias is not None and id(last.bias) in index else None
     return weight, bias

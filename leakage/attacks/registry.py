@@ -88,6 +88,20 @@ def _needs_first_linear_single(context: Applicability) -> str | None:
     return None
 
 
+def _needs_block(*structures: str) -> Callable[[Applicability], str | None]:
+    def check(context: Applicability) -> str | None:
+        from leakage.malicious import malicious_block
+
+        block = malicious_block(context.model)
+        if block is None or block.structure not in structures:
+            return f"reads back a {'/'.join(structures)} block a malicious server inserted; none here"
+        if context.update != "gradient" and context.fedavg is not None and context.fedavg.local_steps > 1:
+            return "exact for one local step; the clients took several"
+        return None
+
+    return check
+
+
 def _as_given(observed: Sequence[torch.Tensor], _: FedAvgSpec | None) -> list[torch.Tensor]:
     return list(observed)
 
@@ -192,6 +206,17 @@ def _run_analytic(which: str) -> Callable[[AttackRequest], AttackResult]:
     return run
 
 
+def _run_readback(which: str) -> Callable[[AttackRequest], AttackResult]:
+    def run(request: AttackRequest) -> AttackResult:
+        from leakage.attacks import imprint
+
+        readback = imprint.imprint_readback if which == "imprint" else imprint.trap_readback
+        return readback(request.model, request.observed, input_shape=request.input_shape,
+                        batch_size=request.batch_size)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Attack:
     """One registered attack.
@@ -258,6 +283,10 @@ ATTACKS: Mapping[str, Attack] = _registry(
     Attack("analytic-bias", "first-layer recovery with the bias unknown (candidate biases tried)",
            _run_analytic("analytic-bias"), not_applicable=_needs_first_linear_single,
            default_model="mlp", iterative=False),
+    Attack("imprint", "bin differences of a malicious imprint block, x = dW/db (Fowl et al. 2022)",
+           _run_readback("imprint"), not_applicable=_needs_block("cumulative", "sparse"), iterative=False),
+    Attack("trap", "rows of a malicious trap-weight block, x = dW_i/db_i (Boenisch et al. 2023)",
+           _run_readback("trap"), not_applicable=_needs_block("trap"), iterative=False),
 )
 
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACKS)

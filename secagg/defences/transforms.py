@@ -492,6 +492,8 @@ TRANSFORMS: dict[str, type[Transform]] = {
 
 def _convert(cls: type[Transform], name: str, text: str, stage: str) -> Any:
     kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if kinds[name] == "str":
+        return text.strip("'\"")
     try:
         if kinds[name] == "int":
             as_float = float(text)
@@ -509,6 +511,9 @@ def parse_transform(stage: str) -> Transform:
     text = stage.strip()
     name, _, params = text.partition(":")
     name = name.strip().lower()
+    if name == "ddp" and name not in TRANSFORMS:
+        # Distributed DP lives in its own module, which registers itself on import.
+        import secagg.defences.ddp  # noqa: F401
     if name not in TRANSFORMS:
         raise ConfigError(f"expected a transform in {sorted(TRANSFORMS)}, got {name!r}")
     cls = TRANSFORMS[name]

@@ -34,10 +34,22 @@ from secagg.round import RoundResult, reference_aggregate
 from secagg.wire import Payload
 
 Tamper = Callable[[str, Sequence[Inbound], list[Envelope]], list[Envelope]]
+Before = Callable[[str, Sequence[Inbound]], Sequence[Inbound]]
 
 
-def adversarial(protocol: Protocol[Any], tamper: Tamper, *, server: int = SERVER) -> Protocol[Any]:
-    """``protocol`` (same class, config and attributes) whose party ``server`` runs ``tamper``."""
+def honest(stage: str, inbox: Sequence[Inbound], out: list[Envelope]) -> list[Envelope]:
+    """The tamper that changes nothing (for attacks made entirely by ``before``)."""
+    return out
+
+
+def adversarial(
+    protocol: Protocol[Any], tamper: Tamper, *, server: int = SERVER, before: Before | None = None
+) -> Protocol[Any]:
+    """``protocol`` (same class, config and attributes) whose party ``server`` runs ``tamper``.
+
+    ``before(stage, inbox)``, if given, edits what the server's honest step is shown
+    (for example leaving out uploads it pretends never arrived) before it runs.
+    """
     base = type(protocol)
 
     class Deviating(base):  # type: ignore[valid-type,misc]
@@ -46,10 +58,11 @@ def adversarial(protocol: Protocol[Any], tamper: Tamper, *, server: int = SERVER
         ) -> list[Party]:
             parties = super().make_parties(updates, weights, spec)
             target = next(p for p in parties if p.party_id == server)
-            honest = target.step
+            honest_step = target.step
 
             def step(stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
-                return tamper(stage, inbox, honest(stage, inbox))
+                shown = inbox if before is None else before(stage, inbox)
+                return tamper(stage, inbox, honest_step(stage, shown))
 
             target.step = step  # type: ignore[method-assign]
             return parties
@@ -58,6 +71,18 @@ def adversarial(protocol: Protocol[Any], tamper: Tamper, *, server: int = SERVER
     deviating = Deviating(protocol.config)
     deviating.__dict__.update({k: v for k, v in protocol.__dict__.items() if k != "config"})
     return deviating
+
+
+def relayed(protocol: Protocol[Any], tamper: Tamper, *, sender: int) -> Protocol[Any]:
+    """``protocol`` whose messages from ``sender`` (a key holder, say) reach their recipients
+    through a deviating relay that applies ``tamper`` to them.
+
+    The in-process router delivers a key holder's messages directly; in a deployment
+    (Flower, any hub-and-spoke network) the server carries every message, so it can edit,
+    withhold or swap them. The honest ``sender`` still computes what it sends; the edit
+    happens after it, on the way.
+    """
+    return adversarial(protocol, tamper, server=sender)
 
 
 def at_stage(stage: str, tamper: Tamper) -> Tamper:
@@ -132,14 +157,21 @@ def individual_exposures(
     updates: Sequence[np.ndarray],
     *,
     unmask: Callable[[RoundResult, int], np.ndarray | None] | None = None,
+    pooled: Callable[[str], bool] = lambda observer: False,
 ) -> set[int]:
     """Clients whose update the server side can read: from any single-client observation
     of its views, from an aggregate over one client, or (``unmask``) from its view and
     end holdings by the protocol's own arithmetic (``unmask(result, client)`` returns the
-    server's best reconstruction of that client's update, or None when it has none)."""
+    server's best reconstruction of that client's update, or None when it has none).
+
+    Each server counts alone; pooled views (the protocol's ``collude``: two servers
+    together, the server with t decryptors) count only for the observers ``pooled``
+    admits, since those coalitions break every protocol's stated assumption anyway."""
     exposed: set[int] = set()
     for observation in result.observations():
         if observation.vector is None or not observation.clients:
+            continue
+        if observation.kind == "colluding" and not pooled(observation.observer):
             continue
         if len(observation.clients) == 1:
             client = observation.clients[0]

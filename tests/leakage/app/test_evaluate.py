@@ -53,13 +53,16 @@ ROW_KEYS = {
 }
 COST_KEYS = {
     "client_s",
+    "client_offline_s",
     "server_s",
     "finalize_s",
     "setup_s",
     "bytes_up_per_client",
+    "bytes_down_per_client",
     "bytes_per_param",
     "expansion_over_float32",
-    "precision_error",
+    "total_bytes",
+    "max_abs_error",
     "declared_precision",
 }
 
@@ -135,7 +138,7 @@ def test_report_is_html_with_one_image_per_protocol(report):
 
 def test_results_json_matches_the_schema(report):
     record = json.loads((report / "results.json").read_text())
-    assert record["schema"] == "secagg-evaluate/1"
+    assert record["schema"] == "secagg-evaluate/2"
     assert {
         "created",
         "environment",
@@ -160,7 +163,9 @@ def test_results_json_matches_the_schema(report):
     by_name = {run["name"]: run for run in record["runs"]}
     assert by_name["plaintext-fedsgd"]["verdicts"]["client_messages"] == "exposed"
     for name in protocols.available():
-        if not name.startswith("plaintext"):
+        if not protocols.get(name).is_baseline:
             assert by_name[name]["verdicts"]["client_messages"] == "not exposed", name
     assert {p["protocol"] for p in record["cost_curve"]} == set(protocols.available())
+    for point in record["cost_curve"]:
+        assert set(point) == {"protocol", "n_params", "n_clients", "config_note"} | COST_KEYS
     assert len(record["originals"]) == 2

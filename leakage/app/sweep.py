@@ -1,0 +1,67 @@
+"""The cost sweep of ``secagg evaluate``: every protocol's round over a few model sizes.
+
+Each point is one round on seeded random updates (real keys, real bytes), measured as
+:class:`secagg.costs.RoundCosts`. A protocol's secure default whose next point is
+projected (:class:`secagg.costs.Projection`, from a small probe and then from its
+previous points) past the time budget falls back to its ``fast_config``; a point still
+projected past it is skipped. Every fallback and skip is noted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from leakage.app.records import CostPoint
+
+
+def cost_curve(
+    names: Sequence[str],
+    sizes: Sequence[int],
+    n_clients: int,
+    *,
+    quick: bool,
+    max_seconds: float,
+    log: Callable[[str], None],
+) -> tuple[list[CostPoint], list[str]]:
+    """Each protocol over ``sizes``; a size projected past ``max_seconds`` is skipped."""
+    import protocols
+    from secagg.costs import Projection, fast_or_default, probe
+    from secagg.errors import SecAggError
+
+    points: list[CostPoint] = []
+    notes: list[str] = []
+    for name in names:
+        cls = protocols.get(name)
+        protocol = fast_or_default(cls, fast=quick)
+        note = "fast_config" if quick else "default config"
+        projection = Projection()
+        if not quick:
+            # A small probe round seeds the projection, so a slow secure default (e.g. one
+            # 2048-bit Paillier ciphertext per parameter) is not run at the first size.
+            small = max(16, min(sizes) // 10)
+            try:
+                projection.record(probe(protocol, n_clients=n_clients, n_params=small), n_clients, small)
+            except SecAggError:
+                pass
+        for n_params in sorted(sizes):
+            projected = projection.seconds(n_clients, n_params)
+            if projected is not None and projected > max_seconds:
+                if cls.fast_config and note == "default config":
+                    protocol, note = fast_or_default(cls, fast=True), "fast_config"
+                    projection = Projection()
+                    notes.append(
+                        f"{name}: fast_config from {n_params} parameters on (default projected "
+                        f"at {projected:.0f} s)"
+                    )
+                else:
+                    notes.append(f"{name}: skipped {n_params} parameters (projected {projected:.0f} s)")
+                    break
+            log(f"cost curve: {name} at {n_params} parameters ({note})")
+            try:
+                costs = probe(protocol, n_clients=n_clients, n_params=n_params)
+            except SecAggError as exc:
+                notes.append(f"{name}: {n_params} parameters failed: {type(exc).__name__}: {exc}")
+                break
+            points.append(CostPoint(name, n_params, n_clients, note, costs))
+            projection.record(costs, n_clients, n_params)
+    return points, notes

@@ -1,0 +1,149 @@
+"""The exact integer samplers of distributed DP: distributions against their exact pmfs."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from secagg.defences import ddp_sampling
+from secagg.defences.ddp_sampling import (
+    SecureBits,
+    bernoulli,
+    bernoulli_exp,
+    bernoulli_exp_fraction,
+    discrete_gaussian,
+    discrete_laplace,
+    poisson,
+    rational_variance,
+    skellam,
+)
+from secagg.errors import ConfigError
+
+
+def _bits(tag: int = 0) -> SecureBits:
+    return SecureBits(bytes([tag]) * 32)
+
+
+def _within(frequency: float, probability: float, n: int, sigmas: float = 5.0) -> bool:
+    return abs(frequency - probability) <= sigmas * math.sqrt(probability * (1 - probability) / n) + 1e-12
+
+
+def _total_variation(samples: np.ndarray, pmf: dict[int, float]) -> float:
+    values, counts = np.unique(samples, return_counts=True)
+    empirical = dict(zip(values.tolist(), (counts / samples.size).tolist()))
+    support = set(empirical) | set(pmf)
+    return 0.5 * sum(abs(empirical.get(k, 0.0) - pmf.get(k, 0.0)) for k in support)
+
+
+def test_seeded_stream_is_reproducible_and_seeds_differ() -> None:
+    assert np.array_equal(_bits(1).words(8), _bits(1).words(8))
+    assert not np.array_equal(_bits(1).words(8), _bits(2).words(8))
+    fresh_a, fresh_b = SecureBits().words(4), SecureBits().words(4)
+    assert not np.array_equal(fresh_a, fresh_b)
+
+
+def test_no_numpy_or_python_random_in_the_samplers() -> None:
+    tree = ast.parse(inspect.getsource(ddp_sampling))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "random":
+            raise AssertionError(f"uses {ast.unparse(node)}")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+            assert "random" not in names and "secrets" not in names
+
+
+@pytest.mark.parametrize("bound", [2, 3, 7, 1000, 2**40 + 3])
+def test_below_is_in_range_and_uniform(bound: int) -> None:
+    draws = _bits(3).below(bound, 60_000)
+    assert draws.min() >= 0 and draws.max() < bound
+    if bound <= 7:
+        counts = np.bincount(draws, minlength=bound)
+        assert all(_within(c / draws.size, 1 / bound, draws.size) for c in counts)
+    else:  # the top half is hit as often as the bottom half
+        assert _within(float(np.mean(draws >= bound // 2)), (bound - bound // 2) / bound, draws.size)
+
+
+def test_below_refuses_bounds_out_of_range() -> None:
+    with pytest.raises(ConfigError, match=r"bound in \[1, 2\^62\]"):
+        _bits().below(0, 3)
+    with pytest.raises(ConfigError):
+        _bits().below(2**63, 3)
+
+
+def test_bernoulli_rational() -> None:
+    coins = bernoulli(_bits(4), np.full(50_000, 3), 8)
+    assert _within(float(coins.mean()), 3 / 8, coins.size)
+
+
+@pytest.mark.parametrize(("numerator", "denominator"), [(0, 5), (1, 3), (5, 5), (7, 10)])
+def test_bernoulli_exp_fraction(numerator: int, denominator: int) -> None:
+    coins = bernoulli_exp_fraction(_bits(5), np.full(80_000, numerator), denominator)
+    assert _within(float(coins.mean()), math.exp(-numerator / denominator), coins.size)
+
+
+@pytest.mark.parametrize(("numerator", "denominator"), [(5, 2), (3, 1), (37, 10)])
+def test_bernoulli_exp_beyond_one(numerator: int, denominator: int) -> None:
+    coins = bernoulli_exp(_bits(6), np.full(100_000, numerator), denominator)
+    assert _within(float(coins.mean()), math.exp(-numerator / denominator), coins.size)
+
+
+def test_discrete_laplace_matches_its_pmf() -> None:
+    scale = 3
+    samples = discrete_laplace(_bits(7), scale, 100_000)
+    norm = (1 - math.exp(-1 / scale)) / (1 + math.exp(-1 / scale))
+    pmf = {k: norm * math.exp(-abs(k) / scale) for k in range(-80, 81)}
+    assert _total_variation(samples, pmf) < 0.015
+    assert abs(float(samples.mean())) < 0.1
+
+
+@pytest.mark.parametrize("variance", [Fraction(1, 4), Fraction(5, 2), Fraction(40)])
+def test_discrete_gaussian_matches_its_pmf(variance: Fraction) -> None:
+    samples = discrete_gaussian(_bits(8), variance, 100_000)
+    weights = {k: math.exp(-k * k / (2 * float(variance))) for k in range(-200, 201)}
+    total = sum(weights.values())
+    pmf = {k: w / total for k, w in weights.items()}
+    assert _total_variation(samples, pmf) < 0.015
+    exact_variance = sum(k * k * p for k, p in pmf.items())
+    assert abs(float(samples.var()) / exact_variance - 1) < 0.03
+
+
+def test_discrete_gaussian_wide_keeps_its_variance() -> None:
+    variance = rational_variance(800.0**2)
+    samples = discrete_gaussian(_bits(9), variance, 100_000)
+    assert abs(float(samples.var()) / float(variance) - 1) < 0.02
+    assert abs(float(samples.mean())) < 5 * 800 / math.sqrt(samples.size)
+    assert samples.dtype == np.int64
+
+
+def test_rational_variance_is_at_least_the_request_and_close() -> None:
+    for value in (0.3, 2.0, 1234.567, 7999.0**2):
+        fraction = rational_variance(value)
+        assert fraction >= Fraction(value) * (1 - 1e-12)
+        assert float(fraction) / value - 1 < 1e-6
+        assert fraction.denominator & (fraction.denominator - 1) == 0  # a power of two
+
+
+def test_rational_variance_refuses_beyond_the_integer_range() -> None:
+    with pytest.raises(ConfigError, match="coarser granularity"):
+        rational_variance(1e5**2)
+    with pytest.raises(ConfigError):
+        rational_variance(-1.0)
+
+
+@pytest.mark.parametrize("mean", [Fraction(3, 10), Fraction(3, 2), Fraction(9)])
+def test_poisson_matches_its_pmf(mean: Fraction) -> None:
+    samples = poisson(_bits(10), mean, 60_000)
+    lam = float(mean)
+    pmf = {k: math.exp(-lam + k * math.log(lam) - math.lgamma(k + 1)) for k in range(0, 60)}
+    assert _total_variation(samples, pmf) < 0.015
+
+
+def test_skellam_is_symmetric_with_its_variance() -> None:
+    samples = skellam(_bits(11), Fraction(6), 60_000)
+    assert abs(float(samples.var()) / 6 - 1) < 0.04
+    assert abs(float(samples.mean())) < 5 * math.sqrt(6 / samples.size)
