@@ -26,7 +26,8 @@ Threat model.
   secret, public, relinearisation or Galois keys (additions need none of them).
 * What the server sees: every client's ciphertexts (RLWE samples: indistinguishable
   from random without the secret key, IND-CPA), their sizes (so n_params) and the chunk
-  layout; it learns nothing of any update and never sees the aggregate. The key holder
+  layout; it learns nothing of any update and, within the round, never sees the
+  aggregate (a deployment hands it back: see "Released decryptions" below). The key holder
   sees the summed ciphertexts and the aggregate, never an individual ciphertext.
 * Collusion: any client holds the secret key and could decrypt any other client's
   ciphertext if it saw it, as in NVFlare. This protocol never sends a client's
@@ -37,7 +38,8 @@ Threat model.
   would decrypt it; the ``included`` list it checks is the server's word.
 * Dropouts: any number; a client that never sends is not in the sum, a ciphertext the
   router refuses (corrupted, replayed, another round's) or the server cannot load is
-  left out; the aggregate is over the clients that arrived, provided at least
+  left out (as is a client that sends another message type; the server's ``left_out``
+  names each with the reason); the aggregate is over the clients that arrived, provided at least
   ``min_clients`` (default 2) did.
 * Minimum clients: ``min_clients`` (>= 2 by default; the key holder enforces it).
 * No threshold decryption: TenSEAL exposes none, and OpenFHE's Python wheels (which have
@@ -562,8 +564,12 @@ class CkksServer(Party):
         included = []
         for message in inbox:
             payload = message.payload
-            if not isinstance(payload, EncryptedUpdate) or not 0 <= message.sender < self._spec.n_clients:
+            if not 0 <= message.sender < self._spec.n_clients:
                 raise ProtocolStateError(f"server: unexpected {type(payload).__name__} from {message.sender}")
+            if not isinstance(payload, EncryptedUpdate):
+                # A client that sends something else is left out too, never fatal to the others.
+                self.left_out[message.sender] = f"expected an EncryptedUpdate, got {type(payload).__name__}"
+                continue
             try:
                 vectors = load_ciphertexts(
                     self._context,

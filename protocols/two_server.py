@@ -32,7 +32,9 @@ Threat model (semi-honest servers, non-colluding):
 * Dropouts: any number, before or after upload. A client that reached only one server
   is left out by both: A lists the clients it holds, B answers with the mask sum over
   the intersection and the intersection itself, A removes the shares of clients
-  outside it. Nothing from a one-server client reaches the revealed sum.
+  outside it. Nothing from a one-server client reaches the revealed sum. A client
+  whose message a server cannot use (another type, size or dtype; a seed that does not
+  open) is left out the same way, named in that server's ``rejected_clients``.
 * Minimum clients: ``min_clients`` (default 2). Both servers refuse to reveal a sum
   over fewer agreed clients (:class:`NotEnoughClientsError`): a sum of one client's
   input is that client's input.
@@ -379,6 +381,8 @@ class ServerA(Party):
         # kept until B names the agreed set so a share B cannot unmask can be removed.
         self._shares: dict[int, np.ndarray] = {}
         self._revealed: Revealed | None = None
+        # Clients whose share was left out (wrong type, size or dtype), and why.
+        self.rejected_clients: dict[int, str] = {}
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -394,17 +398,23 @@ class ServerA(Party):
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, MaskedShare) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server: expected MaskedShare from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
+            # A client whose share cannot enter the sum is left out (B's agreement then
+            # drops its seed too); it never aborts the others' round.
+            if not isinstance(payload, MaskedShare):
+                self.rejected_clients[sender] = f"expected a MaskedShare, got {type(payload).__name__}"
+                continue
             values = payload.values
             if values.dtype != dtype or values.size != self._spec.n_params:
-                raise ProtocolStateError(
-                    f"server: expected {self._spec.n_params} elements of {dtype} from "
+                self.rejected_clients[sender] = (
+                    f"expected {self._spec.n_params} elements of {dtype} from "
                     f"{party_name(sender)}, got {values.size} of {values.dtype}"
                 )
+                continue
             if self._total is None:
                 self._total = values.copy()
             else:
@@ -447,6 +457,9 @@ class ServerA(Party):
 
     def output(self) -> Revealed | None:
         return self._revealed
+
+    def holdings(self) -> list[Holding]:
+        return [Holding("rejected_clients", dict(self.rejected_clients), secret=False)]
 
 
 class ServerB(Party):
@@ -493,11 +506,14 @@ class ServerB(Party):
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, SealedSeed) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server-b: expected SealedSeed from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
+            if not isinstance(payload, SealedSeed):
+                self.rejected_clients[sender] = f"expected a SealedSeed, got {type(payload).__name__}"
+                continue
             try:
                 self._seeds[sender] = open_sealed(
                     self._private_key,

@@ -264,18 +264,35 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     cls = protocols.get(args.protocol)
     sim = simulate(settings)
     updates, update_kind = sim.updates_for(cls.aggregate_kind)
+    ddp_round = None
     if args.defense:
+        from secagg.defences.ddp import DDPRound
         from secagg.defences.transforms import parse_transforms
 
         transform = parse_transforms(args.defense)
-        updates = [np.asarray(transform.apply(u), dtype=np.float64) for u in updates]
-    protocol, note = build_protocol(args.protocol, updates, quick=settings.quick, max_seconds=60.0, log=log)
+        # Distributed DP: clients send ring integers, the revealed sum is decoded, then attacked.
+        ddp_round = DDPRound.bind(
+            transform, n_clients=settings.clients, n_params=sim.n_params, aggregate_kind=cls.aggregate_kind
+        )
+        if ddp_round is not None:
+            updates = ddp_round.encode(updates)
+        else:
+            updates = [np.asarray(transform.apply(u), dtype=np.float64) for u in updates]
+    if ddp_round is not None:
+        protocol, note = ddp_round.protocol(cls, fast=settings.quick)
+    else:
+        protocol, note = build_protocol(
+            args.protocol, updates, quick=settings.quick, max_seconds=60.0, log=log
+        )
     weights = [float(settings.batch)] * settings.clients if cls.aggregate_kind == "weighted_mean" else None
     log(f"{args.protocol}: one round, {settings.clients} clients, {sim.n_params} parameters ({note})")
     result = run_round(protocol, updates, weights=weights)
     name = args.protocol + (f" + {args.defense}" if args.defense else "")
+    observations = result.observations()
+    if ddp_round is not None:
+        observations = ddp_round.observations(observations)
     assessment = assess(
-        result.observations(),
+        observations,
         sim.model,
         sim.truth,
         settings.budget(),
@@ -286,6 +303,12 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     )
     rows = [row.as_dict() for row in assessment.rows]
     assessment.notes[:0] = round_notes(result)
+    if ddp_round is not None:  # epsilon next to the verdict of every row of the revealed sum
+        epsilon = ddp_round.epsilon(len(result.included)) if result.included else float("inf")
+        for row in rows:
+            if row["kind"] == "aggregate":
+                row["epsilon"] = epsilon
+        assessment.notes.insert(0, ddp_round.note(len(result.included)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"assess_{args.protocol}" + ("_defended" if args.defense else "")
@@ -310,6 +333,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         "update": update_kind.kind,
         "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
         "costs": round_costs(result, updates, weights=weights).as_dict(),
+        "defense_info": None if ddp_round is None else ddp_round.info(len(result.included)),
         "rows": rows,
         "uniformity": [u.as_dict() for u in assessment.uniformity],
         "notes": assessment.notes,
@@ -333,6 +357,8 @@ def verdict_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         baseline = "-" if r["baseline_psnr"] is None else f"{r['baseline_psnr']:.1f}"
         verdict = r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")
+        if r.get("epsilon") is not None:
+            verdict += f"  epsilon={r['epsilon']:.3g}"
         lines.append(
             f"{r['observer']:<10} {r['observable'][:34]:<34} {r['attack']:<10} {r['psnr']:>8.1f} "
             f"{r['ssim']:>6.3f} {r['label_accuracy']:>6.2f} {baseline:>7}  {verdict}"

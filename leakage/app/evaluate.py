@@ -154,6 +154,11 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         protocol = protocols.create(protocols.baseline("sum"))
         for spec in defenses:
             transform = parse_transforms(spec)
+            if _is_ddp(transform):
+                run, recon = _run_ddp(spec, transform, sim, settings, budget, log, baselines, bar)
+                runs.append(run)
+                reconstructions[run.name] = recon
+                continue
             defended = [np.asarray(transform.apply(g), dtype=np.float64) for g in sim.gradients]
             info = dict(transform.describe())
             info["relative_error"] = relative_error(np.sum(defended, axis=0), np.sum(sim.gradients, axis=0))
@@ -243,9 +248,11 @@ def run_protocol(
     include_aggregate: bool = True,
     baseline_cache: dict[tuple[Any, ...], list[float]] | None = None,
     steps: Callable[[int, int], None] | None = None,
+    observe: Callable[[list[Any]], list[Any]] | None = None,
 ) -> tuple[RunRecord, dict[int, torch.Tensor]]:
     """One round of ``protocol`` over ``updates``, its observations attacked: the run's
-    record and the matched reconstructions by row index."""
+    record and the matched reconstructions by row index. ``observe`` maps the round's
+    observations first (distributed DP decodes the revealed sum)."""
     from secagg.costs import round_costs
     from secagg.errors import SecAggError
     from secagg.round import run_round
@@ -273,8 +280,9 @@ def run_protocol(
         f"client {costs.client_s:.2f} s); "
         "attacking the server views"
     )
+    observations = result.observations()
     assessment = assess(
-        result.observations(),
+        observe(observations) if observe is not None else observations,
         sim.model,
         sim.truth,
         budget,
@@ -300,6 +308,61 @@ def run_protocol(
     return record, assessment.reconstructions
 
 
+def _is_ddp(transform: Any) -> bool:
+    from secagg.defences.ddp import find_ddp
+
+    return find_ddp(transform) is not None
+
+
+def _run_ddp(
+    spec: str,
+    transform: Any,
+    sim: Simulation,
+    settings: Settings,
+    budget: Budget,
+    log: Callable[[str], None],
+    baselines: dict[tuple[Any, ...], list[float]],
+    steps: Callable[[int, int], None] | None,
+) -> tuple[RunRecord, dict[int, torch.Tensor]]:
+    """Distributed DP over a secure sum (secagg): the revealed sum is decoded with the round's
+    public parameters and attacked; epsilon goes with the run."""
+    import protocols
+    from secagg.defences.ddp import DDPRound
+    from secagg.defences.transforms import relative_error
+    from secagg.errors import ConfigError
+
+    ddp_round = DDPRound.bind(transform, n_clients=settings.clients, n_params=sim.n_params)
+    if ddp_round is None:
+        raise ConfigError(f"expected a distributed-DP defence, got {spec!r}")
+    messages = ddp_round.encode(sim.gradients)
+    name = "secagg"
+    protocol, note = ddp_round.protocol(protocols.get(name), fast=settings.quick)
+    label = f"{name} + {spec}"
+    log(f"{label}: one round (client 0's masked message and the decoded sum attacked)")
+    run, recon = run_protocol(
+        label,
+        protocol,
+        messages,
+        None,
+        UpdateKind(),
+        sim,
+        budget,
+        log,
+        defense=spec,
+        config_note=note,
+        attack_clients=(0,),
+        include_aggregate=True,
+        baseline_cache=baselines,
+        steps=steps,
+        observe=ddp_round.observations,
+    )
+    info = ddp_round.info()
+    decoded = ddp_round.ddp.decode_sum(np.sum(messages, axis=0), n_params=sim.n_params)
+    info["relative_error"] = relative_error(decoded, np.sum(sim.gradients, axis=0))
+    run = dataclasses.replace(run, defense_info=info, notes=(ddp_round.note(), *run.notes))
+    return run, recon
+
+
 def round_notes(result: RoundResult) -> list[str]:
     """What a reader of the run must know about its round (no aggregate, or not a server's)."""
     from secagg.party import party_name
@@ -319,7 +382,7 @@ def round_notes(result: RoundResult) -> list[str]:
 def summary_table(record: EvaluateRecord) -> str:
     """The terminal summary: one line per run."""
     header = (
-        f"{'run':<44} {'client messages':<16} {'aggregate':<12} {'best PSNR':>9} "
+        f"{'run':<44} {'client messages':<16} {'aggregate':<20} {'best PSNR':>9} "
         f"{'bytes/param':>11} {'client s':>9}"
     )
     lines = [header, "-" * len(header)]
@@ -327,9 +390,12 @@ def summary_table(record: EvaluateRecord) -> str:
     for run in record.runs:
         best = max((r.psnr for r in run.client_rows()), default=nan)
         verdicts = run.verdicts
+        aggregate: str = verdicts.aggregate or "-"
+        if run.defense_info and run.defense_info.get("epsilon_revealed") is not None:
+            aggregate += f" eps={run.defense_info['epsilon_revealed']:.3g}"
         lines.append(
             f"{run.name[:44]:<44} {verdicts.client_messages or '-':<16} "
-            f"{verdicts.aggregate or '-':<12} "
+            f"{aggregate:<20} "
             f"{best:>9.1f} {run.costs.bytes_per_param if run.costs else nan:>11.2f} "
             f"{run.costs.client_s if run.costs else nan:>9.3f}"
         )

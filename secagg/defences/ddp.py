@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -75,7 +75,14 @@ from secagg import prf
 from secagg.defences import ddp_accounting as accounting
 from secagg.defences import ddp_sampling as sampling
 from secagg.defences.dp import PrivacySpent
-from secagg.defences.transforms import TRANSFORMS, NoiseSource, Transform, UpdateError, _as_update
+from secagg.defences.transforms import (
+    TRANSFORMS,
+    Compose,
+    NoiseSource,
+    Transform,
+    UpdateError,
+    _as_update,
+)
 from secagg.errors import ConfigError
 from secagg.observe import Observation
 
@@ -506,6 +513,78 @@ def decode_observations(observations: Sequence[Observation], ddp: DistributedDP,
             f"decoded: mod 2^{plan.bits}, inverse rotation, x gamma {plan.gamma:.3g}")
         out.append(replace(observation, vector=decoded, note=note))
     return out
+
+
+@dataclass(frozen=True)
+class DDPRound:
+    """A defence pipeline whose last stage is distributed DP, bound to one round: what an
+    application (``secagg assess``/``evaluate``) needs to run it over a secure sum."""
+
+    before: Compose  # the stages applied before the DDP encoding
+    ddp: DistributedDP  # bound to the round
+    n_params: int
+
+    @classmethod
+    def bind(cls, transform: Transform, *, n_clients: int, n_params: int, aggregate_kind: str = "sum",
+             round_seed: bytes | None = None) -> DDPRound | None:
+        """None when ``transform`` has no DDP stage; typed errors for what cannot run."""
+        stage = find_ddp(transform)
+        if stage is None:
+            return None
+        if aggregate_kind != "sum":
+            raise DDPConfigError(f"distributed DP needs a protocol that reveals a sum of the clients' "
+                                 f"ring integers; got one that reveals a {aggregate_kind}: use a sum "
+                                 "protocol (two-server, secagg, plaintext-fedsgd)")
+        bound = stage.for_round(n_clients=n_clients, round_seed=round_seed)
+        bound.plan(n_params)  # refuse a bad configuration before any message
+        stages = tuple(getattr(transform, "transforms", (transform,)))[:-1]
+        return cls(Compose(stages), bound, n_params)
+
+    @property
+    def input_bound(self) -> float:
+        return float(self.ddp.plan(self.n_params).input_bound)
+
+    def protocol(self, cls: Any, *, fast: bool = False) -> tuple[Any, str]:
+        """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
+        its ``fast_config`` when asked, input bound 2^(bits-1) and, where it has a fixed-point
+        codec, 0 fractional bits (the messages are integers, exact as they are)."""
+        overrides: dict[str, Any] = dict(getattr(cls, "fast_config", {})) if fast else {}
+        config_fields = {f.name for f in fields(cls.Config)} if is_dataclass(cls.Config) else set()
+        if "frac_bits" in config_fields:
+            overrides["frac_bits"] = 0
+        bound_field = getattr(cls, "input_bound_field", None)
+        if bound_field is not None:
+            overrides[bound_field] = self.input_bound
+        note = ("fast_config, " if fast else "default config, ") + (
+            f"input bound 2^{self.ddp.bits - 1}" + (", frac_bits 0" if "frac_bits" in config_fields else ""))
+        return cls(**overrides), note
+
+    def encode(self, updates: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Every client's message (floats holding ring integers, for any protocol)."""
+        return [self.ddp.apply(self.before.apply(u)) for u in updates]
+
+    def observations(self, observations: Sequence[Observation]) -> list[Observation]:
+        return decode_observations(observations, self.ddp, n_params=self.n_params)
+
+    def epsilon(self, n_summed: int | None = None) -> float:
+        return self.ddp.privacy_spent(self.n_params, n_summed=n_summed).epsilon
+
+    def info(self, n_summed: int | None = None) -> dict[str, Any]:
+        """describe() plus the epsilon of the sum actually revealed."""
+        record = self.ddp.describe(self.n_params)
+        record["spec"] = "+".join([t.spec for t in self.before.transforms] + [self.ddp.spec])
+        record["n_summed"] = self.ddp.n_clients if n_summed is None else n_summed
+        record["epsilon_revealed"] = self.epsilon(n_summed) if record["n_summed"] else math.inf
+        return record
+
+    def note(self, n_summed: int | None = None) -> str:
+        plan = self.ddp.plan(self.n_params)
+        summed = self.ddp.n_clients if n_summed is None else n_summed
+        epsilon = self.epsilon(summed) if summed else math.inf
+        return (f"distributed DP ({self.ddp.noise}): the revealed sum of {summed} clients is "
+                f"({epsilon:.3g}, {self.ddp.delta:g})-DP; {plan.bits} bits per coordinate = "
+                f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} protocol "
+                "(the protocols here carry it in their own wider ring)")
 
 
 def _skellam_variance(std: float) -> Fraction:

@@ -11,6 +11,7 @@ import protocols
 from secagg.defences.ddp import (
     BitWidthTooSmallError,
     DDPConfigError,
+    DDPRound,
     DimensionNotPowerOfTwoError,
     DistributedDP,
     NoiseTooSmallError,
@@ -104,18 +105,24 @@ def test_rounding_respects_the_accounted_bound() -> None:
 
 
 @pytest.mark.parametrize("name", ["two-server", "secagg"])
-def test_composes_with_secure_sum_protocols(name: str) -> None:
+@pytest.mark.parametrize("bits", [14, 20])
+def test_composes_with_secure_sum_protocols(name: str, bits: int) -> None:
     n, d = 3, 200
-    ddp = DistributedDP(epsilon=4.0, clip=1.0, bits=14).for_round(n_clients=n, round_seed=SEED)
+    pipeline = parse_transforms(f"prune:ratio=0.1+ddp:eps=4,bits={bits}")
+    bound = DDPRound.bind(pipeline, n_clients=n, n_params=d, round_seed=SEED)
+    assert bound is not None
+    ddp = bound.ddp
     updates = _updates(n, d, seed=3)
-    messages = [ddp.apply(u) for u in updates]
-    protocol = protocols.get(name)().with_input_bound(float(ddp.plan(d).input_bound))
+    messages = bound.encode(updates)
+    protocol, note = bound.protocol(protocols.get(name), fast=True)
+    assert "frac_bits 0" in note
     result = run_round(protocol, messages)
     assert result.error is None and result.aggregate is not None
     # The protocol's exact sum decodes like the plain sum of the messages.
     assert np.allclose(ddp.decode_sum(result.aggregate, n_params=d),
                        ddp.decode_sum(np.sum(messages, axis=0), n_params=d))
-    observed = decode_observations(result.observations(), ddp, n_params=d)
+    observed = bound.observations(result.observations())
+    assert len(observed) == len(decode_observations(result.observations(), ddp, n_params=d))
     aggregate = [o for o in observed if o.kind == "aggregate"]
     assert aggregate, "the server that reveals the sum observes it"
     mean = ddp.decode_sum(np.sum(messages, axis=0), n_params=d) / n
@@ -202,3 +209,9 @@ def test_describe_reports_epsilon_and_bytes() -> None:
     info = ddp.describe(1000)
     assert info["epsilon"] <= 3.0 and info["bytes_per_param"] == 2.0
     assert info["expected_mse"] > info["central_gaussian_mse"] * 0.99
+
+
+def test_bind_refuses_a_weighted_mean_and_passes_plain_pipelines() -> None:
+    assert DDPRound.bind(parse_transforms("fp16"), n_clients=2, n_params=8) is None
+    with pytest.raises(DDPConfigError, match="reveals a sum"):
+        DDPRound.bind(parse_transforms("ddp"), n_clients=2, n_params=8, aggregate_kind="weighted_mean")
