@@ -86,6 +86,7 @@ import numpy as np
 import tenseal as ts
 
 from protocols.ckks_params import CkksParameters, nvflare_parameters, plan_parameters
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.errors import (
     ConfigError,
     EncodingOverflowError,
@@ -538,7 +539,10 @@ class CkksClient(Party):
             raise EncodingOverflowError(
                 f"client {self.party_id}: expected |x| <= clip {self._clip}, got max |x| {peak:.6g}"
             )
-        return [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        sent = [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        if self.binding:  # straight to the key holder, who checks before decrypting
+            sent.append(Envelope(KEY_HOLDER, binding_message(self.binding)))
+        return sent
 
     def holdings(self) -> list[Holding]:
         return [Holding("context", self._context, secret=True)]
@@ -614,8 +618,11 @@ class CkksKeyHolder(Party):
         self._min_clients = min_clients
         self._flood_bits = flood_bits
         self._revealed: Revealed | None = None
+        # The key holder refuses to decrypt a sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("key-holder")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        inbox = self.binding_ledger.take(inbox)
         if stage != "decrypt":
             return []
         sums = [m.payload for m in inbox if isinstance(m.payload, EncryptedSum) and m.sender == SERVER]
@@ -633,6 +640,7 @@ class CkksKeyHolder(Party):
             raise NotEnoughClientsError(
                 f"key holder: expected a sum of at least {self._min_clients} clients, got {len(included)}"
             )
+        self.binding_ledger.require(included)
         vectors = load_ciphertexts(
             self._context, self._params, payload.ciphertexts, n_params=self._spec.n_params, what="sum"
         )
@@ -685,7 +693,9 @@ class CKKS(Protocol[CKKSConfig]):
     finalize_stages = frozenset({"decrypt"})
     late_dropout_stage = "upload"
     aggregate_kind = "sum"
-    payload_types = (EncryptedUpdate, EncryptedSum)
+    payload_types = (EncryptedUpdate, EncryptedSum, ModelBinding)
+    supports_binding = True
+    aggregate_readers = "key-holder and every client (all hold the secret key)"
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
     summary = "CKKS (TenSEAL) ciphertexts under a shared key, summed by the server, decrypted by a key holder"
@@ -694,7 +704,9 @@ class CKKS(Protocol[CKKSConfig]):
     input_bound_field = "clip"
     # Every client shares one secret context, made once by the key holder's node.
     provisioning = "dealer"
-    state_types: ClassVar[tuple[type, ...]] = (CkksClient, CkksServer, CkksKeyHolder, CkksParameters)
+    state_types: ClassVar[tuple[type, ...]] = (
+        CkksClient, CkksServer, CkksKeyHolder, CkksParameters, BindingLedger,
+    )  # fmt: skip
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
         LeafCodec("tenseal-context", ts.Context, _context_bytes, ts.context_from),
     )

@@ -71,6 +71,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.encoding import FixedPoint, check_range
 from secagg.errors import (
     ConfigError,
@@ -363,7 +364,10 @@ class TwoServerClient(Party):
         )
         associated = seed_associated_data(self._spec.round_id, self.party_id, self._session_nonce)
         sealed = seal(self._server_b_public, seed, associated)
-        return [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        sent = [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        if self.binding:  # to B, whom the protocol trusts not to collude with A
+            sent.append(Envelope(SERVER_B, binding_message(self.binding)))
+        return sent
 
 
 class ServerA(Party):
@@ -487,6 +491,8 @@ class ServerB(Party):
         # Senders whose sealed seed did not open (tampered, replayed, another session), and why.
         self.rejected_clients: dict[int, str] = {}
         self._mask_total: np.ndarray | None = None
+        # B refuses to release a mask sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("server-b")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -503,6 +509,7 @@ class ServerB(Party):
         accumulate_mask(total, self._seeds[client], label, subtract=subtract)
 
     def _collect(self, inbox: Sequence[Inbound]) -> None:
+        inbox = self.binding_ledger.take(inbox)
         for message in inbox:
             payload = message.payload
             sender = message.sender
@@ -543,6 +550,7 @@ class ServerB(Party):
                 f"server-b: refusing to unmask a sum over {len(agreed)} clients (server holds "
                 f"{len(held_by_a)}, server-b {len(self._seeds)}), expected at least {self._min_clients}"
             )
+        self.binding_ledger.require(agreed)
         total = cast(np.ndarray, self._mask_total)
         for client in sorted(set(self._seeds) - agreed):
             self._accumulate(total, client, subtract=True)
@@ -572,14 +580,15 @@ class TwoServer(Protocol[TwoServerConfig]):
     aggregate_kind = "sum"
     server_ids = (SERVER, SERVER_B)
     aggregate_holder = SERVER
-    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum)
+    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum, ModelBinding)
+    supports_binding = True
     Config = TwoServerConfig
     summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
-    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB)
+    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)
     # B opens the seeds sealed to it: its own private key is the one secret a server holds.
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {SERVER_B: frozenset({"x25519_private_key"})}
     threat_model = ThreatModel(
