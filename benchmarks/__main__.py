@@ -46,6 +46,7 @@ MODULES: tuple[str, ...] = (
     "defenses",
     "aggregate_leakage",
     "flower",
+    "ddp",
 )
 
 
