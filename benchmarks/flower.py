@@ -379,7 +379,8 @@ def run_deploy(quick: bool, *, n_clients: int, n_params: int = 300) -> dict[str,
     names = [name for name in protocols.available() if name not in SKIP]
     schedule = [(name, dict(protocols.get(name).fast_config) if quick else {}) for name in names]
     began = time.perf_counter()
-    deployed = deploy(schedule, n_clients, n_params=n_params, insecure_single_operator=True, timeout=3600)
+    # Server B of two-server runs on a SuperNode of its own (the simulation keeps it in the ServerApp).
+    deployed = deploy(schedule, n_clients, n_params=n_params, timeout=3600)
     deploy_wall = time.perf_counter() - began
     if "error" in deployed.result:
         raise RuntimeError(f"deployment failed: {deployed.result['error']}")
@@ -413,6 +414,7 @@ def run_deploy(quick: bool, *, n_clients: int, n_params: int = 300) -> dict[str,
         "deploy_startup_s": deployed.startup_seconds,
         "deploy_wall_s": deploy_wall,
         "deploy_strays": deployed.strays,
+        "deploy_server_b_node": True,
         "simulation_wall_s": simulation_wall,
         "rows": rows,
     }
@@ -423,11 +425,11 @@ def main() -> None:
     parser.add_argument("--deploy", action="store_true", help="deployment engine next to simulation")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-out")
-    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=None, help="default: 10 (simulation), 4 (--deploy)")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
     if args.deploy:
-        result = run_deploy(args.quick, n_clients=args.clients)
+        result = run_deploy(args.quick, n_clients=args.clients or 4)
         out = write_json(Path(args.out) / "flower-deploy.json", result)
         for row in result["rows"]:
             print(
@@ -436,7 +438,7 @@ def main() -> None:
             )
         print(f"wrote {out}")
         return
-    record = run(args.quick, n_clients=args.clients, rounds=args.rounds)
+    record = run(args.quick, n_clients=args.clients or 10, rounds=args.rounds)
     path = write_json(Path(args.out) / "flower.json", record)
     for row in record["rows"]:
         print(

@@ -109,6 +109,11 @@ class Protocol(Generic[C]):
     # the foreign key types with their byte codecs. Nothing else loads.
     state_types: ClassVar[tuple[type, ...]] = ()
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = ()
+    # Whether the protocol binds a round to its clients' model digests (secagg.binding):
+    # it sends ModelBinding messages to a checker that refuses differing digests.
+    supports_binding: ClassVar[bool] = False
+    # Who can read the revealed aggregate, in words (None: the aggregate holder's name).
+    aggregate_readers: ClassVar[str | None] = None
 
     config: C
 
@@ -129,6 +134,19 @@ class Protocol(Generic[C]):
     ) -> list[Party]:
         """Every party of one round, keys provisioned; client i holds updates[i]."""
         raise NotImplementedError
+
+    def bind(self, parties: Sequence[Party], bindings: Sequence[bytes]) -> None:
+        """Bind the round to the clients' model digests: client i gets ``bindings[i]``, and
+        every party with a ``binding_ledger`` (:class:`secagg.binding.BindingLedger`)
+        starts requiring them. Only for protocols that declare ``supports_binding``."""
+        if not self.supports_binding:
+            raise ConfigError(f"{self.name}: this protocol does not bind rounds to model digests")
+        for party in parties:
+            if is_client(party.party_id):
+                party.binding = bindings[party.party_id]
+            ledger = getattr(party, "binding_ledger", None)
+            if ledger is not None:
+                ledger.required = True
 
     def precision(self, *, n_clients: int, value_range: float) -> float:
         """Declared max |aggregate - float64 reference| for this many clients and range."""

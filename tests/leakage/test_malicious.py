@@ -279,3 +279,15 @@ def test_cli_assess_with_a_malicious_server_prints_its_row(
     assert Path(record["png"]).is_file() and Path(record["json"]).is_file()
     assert main(["assess", "--server", "honest", "--protocol", "secagg", "--quick", "--no-progress"]) == 2
     assert "malicious:imprint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["secagg", "two-server", "ckks", "plaintext-fedavg"])
+def test_binding_stops_inconsistency_but_not_imprint(name: str) -> None:
+    common = dict(
+        protocol=name, clients=3, batch=1, model="mlp", resolution=8, attacks=("analytic",), quick=True
+    )
+    bound = run_malicious(MaliciousSettings(attack="inconsistency", defense="bind", **common))["row"]  # type: ignore[arg-type]
+    assert bound["error"].startswith("ModelBindingError")
+    assert bound["recovered"] == 0 and bound["verdict"] == "not exposed" and bound["target_cosine"] is None
+    imprint = run_malicious(MaliciousSettings(attack="imprint", defense="bind", bins=16, **common))["row"]  # type: ignore[arg-type]
+    assert imprint["error"] is None and imprint["recovered"] >= 1 and imprint["verdict"] == "exposed"

@@ -21,6 +21,9 @@ and its config come with every message, so one ClientApp serves any registered p
   that client's provisioning key, :func:`protocols.runtime.flower.transport.seal`, which the
   server relays unread); ``provision`` (a node opens its sealed party, from the dealer
   node or from ``SERVER_B``, and swaps its real update in for the stand-in).
+- ``deal_b`` (server B's own node, in a deployment where B runs apart from A): as
+  ``deal``, under B's dealing key; B keeps ``SERVER_B`` (its X25519 private key stays on
+  this node) and returns server A's party signed, and the clients' parties sealed.
 - ``stage``: deliver the wire bytes the server relays (the router's checks), step each
   hosted party, return its outgoing wire bytes.
 - ``reveal``: the aggregate, from the node hosting the protocol's aggregate holder.
@@ -63,7 +66,7 @@ from protocols.runtime.flower.transport import (
 )
 from secagg import signing
 from secagg.errors import ConfigError, IntegrityError, ProtocolStateError
-from secagg.party import KEY_HOLDER, Party, is_client
+from secagg.party import KEY_HOLDER, SERVER_B, Party, is_client
 from secagg.protocol import PROVISIONING_MODES, Protocol, RoundSpec
 from secagg.wire import encode_message, peek_header
 
@@ -109,6 +112,16 @@ class Trust:
             server_b[1],
         )
 
+    def server_b_node(self) -> NodeKeys:
+        """What server B's own node holds: B's dealing key and every node's pinned identity."""
+        return NodeKeys(
+            identity_private=b"",
+            dealer_public=self.dealer_public,
+            server_b_public=self.server_b_public,
+            node_publics=self.identity_public,
+            server_b_private=self.server_b_private,
+        )
+
     def node(self, partition: int) -> NodeKeys:
         """What node ``partition``'s configuration holds."""
         if not 0 <= partition < len(self.identity_private):
@@ -132,6 +145,11 @@ class NodeKeys:
     server_b_public: bytes
     dealer_private: bytes = b""
     node_publics: tuple[bytes, ...] = ()
+    server_b_private: bytes = b""  # only on server B's own node
+
+    @property
+    def is_server_b(self) -> bool:
+        return bool(self.server_b_private)
 
 
 def protocol_from(name: str, config: dict[str, Any] | None) -> Protocol:
@@ -179,8 +197,12 @@ def deal_round(
     dealer_private: bytes,
     key_signatures: Sequence[bytes] | None = None,
     node_publics: Sequence[bytes] | None = None,
+    keep: frozenset[int] = frozenset(),
 ) -> Dealt:
     """Run ``make_parties`` once with a stand-in per client update and seal each client its party.
+
+    ``keep``: server parties the dealer hosts itself (server B on its own node); they are
+    left out of the signed server-side blob and come back in ``Dealt.server_side`` only.
 
     A client party must keep the update array it was given (by reference) and derive
     nothing from it before its first step: its node swaps its real update in for the
@@ -222,7 +244,7 @@ def deal_round(
     known = sorted(parties)
     signatures = [sign_dealt(dealer_private, spec.round_id, j, blob, known) for j, blob in enumerate(sealed)]
     # The server parties must not hold any client's update (dump_parties checks).
-    server_blob = dump_parties(protocol, server_side)
+    server_blob = dump_parties(protocol, {pid: p for pid, p in server_side.items() if pid not in keep})
     server_signature = sign_server_parties(dealer_private, spec.round_id, server_blob)
     return Dealt(
         server_side, parties.get(KEY_HOLDER), sealed, known, signatures, server_blob, server_signature
@@ -327,6 +349,40 @@ class SecAggNode:
         self.provision(spec, weights, dealt.sealed[i], dealt.known, dealt.signatures[i])
         if dealt.key_holder is not None:
             self.state.parties[KEY_HOLDER] = dealt.key_holder
+        return dealt
+
+    def deal_as_server_b(
+        self,
+        spec: RoundSpec,
+        weights: Sequence[float],
+        node_keys: Sequence[bytes],
+        signatures: Sequence[bytes],
+    ) -> Dealt:
+        """Server B's own node: verify every node's key, deal under B's key, keep ``SERVER_B``.
+
+        Server A receives its own party (signed by B) and the clients' sealed parties to
+        relay; B's party, with its private key, never leaves this node.
+        """
+        if not self.keys.is_server_b or self.protocol.provisioning != "server-b":
+            raise ProtocolStateError(
+                f"node {self.state.partition} asked to deal as server B; expected server B's node "
+                f"and a server-b protocol, got {self.protocol.name}"
+            )
+        dealt = deal_round(
+            self.protocol,
+            spec,
+            weights,
+            node_keys,
+            dealer_private=self.keys.server_b_private,
+            key_signatures=signatures,
+            node_publics=self.keys.node_publics,
+            keep=frozenset({SERVER_B}),
+        )
+        self.state.round_id = spec.round_id
+        self.state.update = None
+        self.state.parties = {SERVER_B: dealt.server_side[SERVER_B]}
+        self.state.known = frozenset(dealt.known)
+        self.state.seen = set()
         return dealt
 
     def provision(
@@ -492,7 +548,25 @@ def make_client_app(
         node = _node(context, record)
         reply: dict[str, Any] = {"partition": node.state.partition}
         if op == "hello":
-            pass
+            reply["role"] = "server-b" if node.keys.is_server_b else "client"
+            # The run's first message: a node that already holds secagg state here carries
+            # something over from elsewhere (Flower keeps a Context per run and node).
+            reply["fresh"] = STATE_KEY not in context.state
+        elif op == "deal_b":
+            spec = RoundSpec(int(record["round"]), int(record["n_clients"]), int(record["n_params"]))
+            dealt = node.deal_as_server_b(
+                spec,
+                [float(w) for w in record["weights"]],
+                [bytes(k) for k in record["keys"]],
+                [bytes(k) for k in record["key_signatures"]],
+            )
+            reply.update(
+                server_parties=dealt.server_blob,
+                server_signature=dealt.server_signature,
+                sealed=dealt.sealed,
+                signatures=dealt.signatures,
+                known=dealt.known,
+            )
         elif op in ("setup", "deal", "provision"):
             spec = RoundSpec(int(record["round"]), int(record["n_clients"]), int(record["n_params"]))
             weights = [float(w) for w in record["weights"]]
@@ -536,7 +610,7 @@ def make_client_app(
             aggregate, included = node.reveal(int(record["holder"]))
             reply.update(aggregate=aggregate.astype("<f8").tobytes(), included=list(included) or [-1])
         else:
-            raise ConfigError(f"expected op hello/setup/deal/provision/stage/reveal, got {op!r}")
+            raise ConfigError(f"expected op hello/setup/deal/deal_b/provision/stage/reveal, got {op!r}")
         _save_node(context, node.protocol, node.state)
         return Message(RecordDict({"secagg": ConfigRecord(reply)}), reply_to=message)
 

@@ -69,46 +69,60 @@ def synthetic_update(partition: int, params: np.ndarray, round_id: int) -> tuple
 _NODE_MAGIC, _SERVER_MAGIC = b"SGNK", b"SGSK"
 
 
+_KEYS_VERSION = 2
+
+
 def dump_node_keys(keys: NodeKeys) -> bytes:
-    writer = Writer().raw(_NODE_MAGIC).u8(1).blob(keys.identity_private).blob(keys.dealer_public)
+    """Layout: ``b"SGNK" | u8 2 | blob identity | blob dealer public | blob B public | blob
+    dealer private | u32 n, blob* node publics | blob B private`` (private keys empty where
+    the node holds none)."""
+    writer = Writer().raw(_NODE_MAGIC).u8(_KEYS_VERSION).blob(keys.identity_private).blob(keys.dealer_public)
     writer.blob(keys.server_b_public).blob(keys.dealer_private).u32(len(keys.node_publics))
     for public in keys.node_publics:
         writer.blob(public)
+    writer.blob(keys.server_b_private)
     return writer.to_bytes()
 
 
 def load_node_keys(data: bytes) -> NodeKeys:
     reader = Reader(data, "node keys")
-    if reader.raw(4, "magic") != _NODE_MAGIC or reader.u8("version") != 1:
-        raise WireFormatError("node keys: expected magic SGNK version 1")
+    if reader.raw(4, "magic") != _NODE_MAGIC or reader.u8("version") != _KEYS_VERSION:
+        raise WireFormatError(f"node keys: expected magic SGNK version {_KEYS_VERSION}")
     identity, dealer, server_b, dealer_private = (reader.blob(name, 64) for name in ("id", "d", "b", "dp"))
     count = reader.u32("node count")
     if count > 4096:
         raise WireFormatError(f"node keys: {count} node keys")
     publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    server_b_private = reader.blob("server b private", 64)
     reader.done()
-    return NodeKeys(identity, dealer, server_b, dealer_private, publics)
+    return NodeKeys(identity, dealer, server_b, dealer_private, publics, server_b_private)
 
 
 def dump_server_keys(keys: ServerKeys) -> bytes:
-    writer = Writer().raw(_SERVER_MAGIC).u8(1).blob(keys.dealer_public).blob(keys.server_b_private)
+    """Layout: ``b"SGSK" | u8 2 | blob dealer public | blob B private (empty unless B shares
+    the ServerApp) | u32 n, blob* node publics | blob B public``."""
+    writer = (
+        Writer().raw(_SERVER_MAGIC).u8(_KEYS_VERSION).blob(keys.dealer_public).blob(keys.server_b_private)
+    )
     writer.u32(len(keys.node_publics))
     for public in keys.node_publics:
         writer.blob(public)
+    writer.blob(keys.server_b_public)
     return writer.to_bytes()
 
 
 def load_server_keys(data: bytes) -> ServerKeys:
     reader = Reader(data, "server keys")
-    if reader.raw(4, "magic") != _SERVER_MAGIC or reader.u8("version") != 1:
-        raise WireFormatError("server keys: expected magic SGSK version 1")
+    if reader.raw(4, "magic") != _SERVER_MAGIC or reader.u8("version") != _KEYS_VERSION:
+        raise WireFormatError(f"server keys: expected magic SGSK version {_KEYS_VERSION}")
     dealer, server_b = reader.blob("dealer", 64), reader.blob("server b", 64)
     count = reader.u32("node count")
     if count > 4096:
         raise WireFormatError(f"server keys: {count} node keys")
     publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    server_b_public = reader.blob("server b public", 64)
     reader.done()
-    return ServerKeys(dealer, publics, server_b)
+    return ServerKeys(dealer, publics, server_b, server_b_public)
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -171,6 +185,7 @@ def deployed_server_app() -> ServerApp:
                     str(name),
                     dict(protocol_config),
                     insecure_single_operator=bool(config["insecure-single-operator"]),
+                    server_b_node=bool(config["server-b-node"]),
                     timeout=float(config["timeout"]),
                     before_stage=_stage_barrier(Path(str(config["progress"])), str(config["kill-at"])),
                 )
@@ -200,9 +215,16 @@ def deployed_server_app() -> ServerApp:
                     "protocol_seconds": outcome.seconds,
                     "flower_bytes_up": outcome.flower_bytes_up,
                     "flower_bytes_down": outcome.flower_bytes_down,
+                    # The server parties this ServerApp process hosted, and the secrets they held.
+                    "server_secrets": {
+                        str(sid): sorted(h.name for h in view.holdings if h.secret)
+                        for sid, view in outcome.server_views.items()
+                    },
                 }
                 for outcome in run.rounds
             ]
+            record["holds_server_b_key"] = bool(keys.server_b_private)
+            record["fresh_nodes"] = run.fresh_nodes
             record["round_seconds"] = run.round_seconds
         except BaseException as exc:  # noqa: BLE001 - reported to the launcher in the result
             record["error"] = f"{type(exc).__name__}: {exc}"
@@ -354,9 +376,9 @@ class Processes:
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path, *, append: bool = False
     ) -> subprocess.Popen[bytes]:
-        handle = log.open("wb")
+        handle = log.open("ab" if append else "wb")
         process = subprocess.Popen(  # noqa: S603 - fixed argv of Flower's own executables
             list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -370,6 +392,17 @@ class Processes:
             if own == name and process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+    def stop(self, name: str, grace: float = 10.0) -> None:
+        """SIGTERM one process (SIGKILL after ``grace``), and wait for it."""
+        for own, process in self.started:
+            if own == name and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(grace)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(grace)
 
     def stop_all(self, grace: float = 10.0) -> list[int]:
         """Stop every process, then every process of the run Flower started; pids left (none)."""
@@ -464,6 +497,253 @@ def _write_app(directory: Path, settings: Mapping[str, Any]) -> Path:
     return app
 
 
+@dataclass
+class RunOutcome:
+    """One ``flwr run`` on a federation: the ServerApp's result and how long it took."""
+
+    result: dict[str, Any]
+    run_seconds: float
+    run_id: str
+
+
+class LocalFederation:
+    """A SuperLink and N SuperNodes on loopback (TLS, SuperNode authentication), plus
+    server B's own SuperNode where a protocol has two servers and runs them apart.
+
+    ``start`` makes the credentials and starts every process; ``submit`` runs one Flower
+    run (``flwr run``) and waits for its result; ``restart_superlink`` stops the SuperLink
+    and starts a fresh one on the same address (it keeps no state: runs and registered
+    nodes live in its memory, so the nodes' keys are registered again and the SuperNodes
+    reconnect); ``close`` stops every process and returns any that would not die.
+    """
+
+    def __init__(self, n_clients: int, directory: Path, *, server_b: bool = False) -> None:
+        if n_clients < 2:
+            raise ConfigError(f"expected at least 2 clients, got {n_clients}")
+        self.n_clients = n_clients
+        self.work = directory
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.tag = str(self.work.resolve())
+        self.server_b = server_b
+        self.procs = Processes(self.tag)
+        self.trust = Trust.generate(n_clients)
+        self.creds = self.work / "creds"
+        self.creds.mkdir(exist_ok=True)
+        self.runs = 0
+        self.link_port = _free_port()
+        self._superlink: subprocess.Popen[bytes] | None = None
+        self._node_publics: list[Path] = []
+        home = self.work / "flwr-home"
+        home.mkdir(exist_ok=True)
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([_repo_root(), *paths]),
+            # Flower starts its helpers (flower-superexec, flwr-serverapp, ...) by name.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "FLWR_HOME": str(home),
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "SECAGG_DEPLOYMENT": self.tag,
+        }
+        self._home = home
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"supernode-{i}" for i in range(self.n_clients)] + (["server-b"] if self.server_b else [])
+
+    def start(self) -> None:
+        self.ca, self.cert, self.key = make_tls(self.creds)
+        (self._home / "config.toml").write_text(
+            "[superlink]\n"
+            'default = "secagg"\n\n'
+            "[superlink.secagg]\n"
+            f'address = "127.0.0.1:{self.link_port}"\n'
+            f'root-certificates = "{self.ca}"\n'
+        )
+        self.node_files = []
+        for i in range(self.n_clients):
+            path = self.creds / f"secagg-node-{i}.keys"
+            _write_secret(path, dump_node_keys(self.trust.node(i)))
+            self.node_files.append(path)
+        if self.server_b:
+            path = self.creds / "secagg-server-b.keys"
+            _write_secret(path, dump_node_keys(self.trust.server_b_node()))
+            self.node_files.append(path)
+        self.start_superlink()
+        for name in self.node_names:
+            _, public = make_node_auth_key(self.creds, name)
+            self._node_publics.append(public)
+            self._register(public)
+        self.start_supernodes()
+
+    def start_supernodes(self) -> None:
+        for index, name in enumerate(self.node_names):
+            # Server B's node takes the partition after the clients' (the ServerApp tells it
+            # apart by its answer to 'hello', from its keys, not by this number).
+            node_config = (
+                f'partition-id={index} num-partitions={self.n_clients} secagg-keys="{self.node_files[index]}"'
+            )
+            self.procs.start(
+                name,
+                [
+                    _bin("flower-supernode"),
+                    "--root-certificates", str(self.ca),
+                    "--superlink", f"127.0.0.1:{self.link_port}",
+                    "--auth-supernode-private-key", str(self.creds / f"{name}.key"),
+                    "--node-config", node_config,
+                    "--host", "127.0.0.1",
+                    "--port", str(_free_port()),
+                    "--max-retries", "60",
+                ],
+                self.env,
+                self.work / f"{name}.log",
+                append=True,
+            )  # fmt: skip
+
+    def start_superlink(self) -> None:
+        log = self.work / "superlink.log"
+        self._superlink = self.procs.start(
+            "superlink",
+            [
+                _bin("flower-superlink"),
+                "--ssl-ca-certfile", str(self.ca),
+                "--ssl-certfile", str(self.cert),
+                "--ssl-keyfile", str(self.key),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host", "127.0.0.1",
+                "--port", str(self.link_port),
+            ],
+            self.env,
+            log,
+            append=True,
+        )  # fmt: skip
+        _wait_port(self.link_port, 60, self._superlink, log)
+
+    def _register(self, public: Path) -> None:
+        registered = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+            [_bin("flwr"), "supernode", "register", str(public), "secagg", "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if registered.returncode != 0:
+            raise ProtocolStateError(
+                f"flwr supernode register failed: {registered.stdout.decode()[-400:]} "
+                f"{registered.stderr.decode()[-400:]}"
+            )
+
+    def restart_superlink(self) -> None:
+        """Stop the SuperLink (SIGTERM, then SIGKILL) and start a fresh one on the same port.
+
+        The new SuperLink keeps nothing (runs and registered nodes lived in the old one's
+        memory): the nodes' keys are registered again and the SuperNodes started again
+        with their own keys and configuration, since Flower's SuperNode shuts itself down
+        when a SuperLink answers 401 (it no longer knows the node)."""
+        for name in self.node_names:
+            self.procs.stop(name)
+        self.procs.stop("superlink")
+        self.start_superlink()
+        for public in self._node_publics:
+            self._register(public)
+        self.start_supernodes()
+
+    def list_runs(self) -> list[str]:
+        """The run ids the SuperLink knows (``flwr ls``)."""
+        listed = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+            [_bin("flwr"), "ls", "secagg", "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            cwd=self.work,
+        )
+        if listed.returncode != 0:
+            raise ProtocolStateError(f"flwr ls failed: {listed.stdout.decode()[-400:]}")
+        runs = json.loads(listed.stdout).get("runs", [])
+        return [str(run.get("run-id", run.get("run_id"))) for run in runs]
+
+    def submit(
+        self,
+        schedule: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        n_params: int,
+        insecure_single_operator: bool = False,
+        timeout: float = 300.0,
+        kill: tuple[int, str] | None = None,
+        message_timeout: float = 600.0,
+    ) -> RunOutcome:
+        """One ``flwr run`` of ``schedule``; the ServerApp's result (its error in ``result["error"]``)."""
+        import protocols as registry
+
+        classes = [registry.get(name) for name, _ in schedule]
+        two_servers = any(len(cls.server_ids) > 1 for cls in classes)
+        if two_servers and not insecure_single_operator and not self.server_b:
+            raise ConfigError(
+                "a two-server protocol needs server B's own node: LocalFederation(server_b=True)"
+            )
+        self.runs += 1
+        run_dir = self.work / f"run-{self.runs}"
+        run_dir.mkdir()
+        server_keys = run_dir / "secagg-server.keys"
+        with_b_key = insecure_single_operator and two_servers
+        _write_secret(server_keys, dump_server_keys(ServerKeys.of(self.trust, with_server_b=with_b_key)))
+        result_path = run_dir / "result.json"
+        progress = run_dir / "progress"
+        app = _write_app(
+            run_dir,
+            {
+                "schedule": json.dumps([[name, dict(settings)] for name, settings in schedule]),
+                "n-clients": self.n_clients,
+                "n-params": n_params,
+                "result": str(result_path),
+                "server-keys": str(server_keys),
+                "insecure-single-operator": insecure_single_operator,
+                "server-b-node": two_servers and not insecure_single_operator,
+                "timeout": float(message_timeout),
+                "progress": str(progress),
+                "kill-at": kill[1] if kill is not None else "",
+            },
+        )
+        if kill is not None and kill[1] == "train":
+            self.procs.kill(f"supernode-{kill[0]}")
+        submitted = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+            [_bin("flwr"), "run", str(app), "secagg", "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if submitted.returncode != 0:
+            raise ProtocolStateError(
+                f"flwr run failed: {submitted.stdout.decode()[-600:]} {submitted.stderr.decode()[-600:]}"
+            )
+        try:
+            run_id = str(json.loads(submitted.stdout).get("run-id", ""))
+        except ValueError:
+            run_id = ""
+        began = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while not result_path.exists():
+            if kill is not None and progress.exists() and not progress.with_suffix(".done").exists():
+                self.procs.kill(f"supernode-{kill[0]}")
+                progress.with_suffix(".done").write_text("stopped")
+            if time.monotonic() > deadline:
+                raise ProtocolStateError(
+                    f"expected the run's result within {timeout:.0f} s; logs in {self.work}"
+                )
+            if self._superlink is not None and self._superlink.poll() is not None:
+                raise ProtocolStateError(
+                    f"the SuperLink exited with {self._superlink.returncode}; logs in {self.work}"
+                )
+            time.sleep(0.25)
+        return RunOutcome(json.loads(result_path.read_text()), time.perf_counter() - began, run_id)
+
+    def close(self) -> list[int]:
+        return self.procs.stop_all()
+
+
 def deploy(
     schedule: str | Sequence[tuple[str, Mapping[str, Any]]],
     n_clients: int,
@@ -482,10 +762,12 @@ def deploy(
     ``n_clients`` SuperNodes, or one round per (protocol, config) of a ``schedule``, all
     in one Flower run.
 
-    Every process is stopped before this returns (``strays`` lists any that would not
-    die, none expected). Raises :class:`ProtocolStateError` when a process fails to start
-    or the run does not finish within ``timeout`` seconds; the ServerApp's own error comes
-    back in ``result["error"]``.
+    A protocol with two servers runs server B on a SuperNode of its own (its own process
+    and keys; A's ServerApp holds none of B's secrets), unless ``insecure_single_operator``
+    puts B in A's ServerApp. Every process is stopped before this returns (``strays``
+    lists any that would not die, none expected). Raises :class:`ProtocolStateError` when
+    a process fails to start or the run does not finish within ``timeout`` seconds; the
+    ServerApp's own error comes back in ``result["error"]``.
 
     ``kill=(partition, stage)`` stops that SuperNode's process (SIGKILL) just before the
     stage's messages go out (``"train"``: before it trains); the ServerApp waits
@@ -500,136 +782,26 @@ def deploy(
     protocol = ",".join(dict.fromkeys(name for name, _ in schedule))
     if n_clients < 2:
         raise ConfigError(f"expected at least 2 clients, got {n_clients}")
+    two_servers = any(len(cls.server_ids) > 1 for cls in classes)
     began = time.perf_counter()
     work = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="secagg-deploy-"))
-    work.mkdir(parents=True, exist_ok=True)
-    tag = str(work.resolve())
-    creds = work / "creds"
-    creds.mkdir(exist_ok=True)
-    ca, cert, key = make_tls(creds)
-    trust = Trust.generate(n_clients)
-    node_files = []
-    for i in range(n_clients):
-        path = creds / f"secagg-node-{i}.keys"
-        _write_secret(path, dump_node_keys(trust.node(i)))
-        node_files.append(path)
-    server_keys = creds / "secagg-server.keys"
-    with_b = insecure_single_operator and any(len(cls.server_ids) > 1 for cls in classes)
-    _write_secret(server_keys, dump_server_keys(ServerKeys.of(trust, with_server_b=with_b)))
-    result_path = work / "result.json"
-    app = _write_app(
-        work,
-        {
-            "schedule": json.dumps([[name, dict(settings)] for name, settings in schedule]),
-            "n-clients": n_clients,
-            "n-params": n_params,
-            "result": str(result_path),
-            "server-keys": str(server_keys),
-            "insecure-single-operator": insecure_single_operator,
-            "timeout": float(message_timeout),
-            "progress": str(work / "progress"),
-            "kill-at": kill[1] if kill is not None else "",
-        },
-    )
-    home = work / "flwr-home"
-    home.mkdir(exist_ok=True)
-    link_port = _free_port()
-    (home / "config.toml").write_text(
-        "[superlink]\n"
-        'default = "secagg"\n\n'
-        "[superlink.secagg]\n"
-        f'address = "127.0.0.1:{link_port}"\n'
-        f'root-certificates = "{ca}"\n'
-    )
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([_repo_root(), *paths]),
-        # Flower starts its helpers (flower-superexec, flwr-serverapp, ...) by name.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "SECAGG_DEPLOYMENT": tag,
-    }
-    procs = Processes(tag)
+    federation = LocalFederation(n_clients, work, server_b=two_servers and not insecure_single_operator)
     startup = run_seconds = 0.0
     try:
-        superlink = procs.start(
-            "superlink",
-            [
-                _bin("flower-superlink"),
-                "--ssl-ca-certfile", str(ca),
-                "--ssl-certfile", str(cert),
-                "--ssl-keyfile", str(key),
-                "--enable-supernode-auth",
-                "--disable-runtime-dependency-installation",
-                "--host", "127.0.0.1",
-                "--port", str(link_port),
-            ],
-            env,
-            work / "superlink.log",
-        )  # fmt: skip
-        _wait_port(link_port, 60, superlink, work / "superlink.log")
-        for i in range(n_clients):
-            private, public = make_node_auth_key(creds, f"supernode-{i}")
-            registered = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-                [_bin("flwr"), "supernode", "register", str(public), "secagg", "--format", "json"],
-                env=env,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            if registered.returncode != 0:
-                raise ProtocolStateError(
-                    f"flwr supernode register failed: {registered.stdout.decode()[-400:]} "
-                    f"{registered.stderr.decode()[-400:]}"
-                )
-            node_config = f'partition-id={i} num-partitions={n_clients} secagg-keys="{node_files[i]}"'
-            procs.start(
-                f"supernode-{i}",
-                [
-                    _bin("flower-supernode"),
-                    "--root-certificates", str(ca),
-                    "--superlink", f"127.0.0.1:{link_port}",
-                    "--auth-supernode-private-key", str(private),
-                    "--node-config", node_config,
-                    "--host", "127.0.0.1",
-                    "--port", str(_free_port()),
-                    "--max-retries", "20",
-                ],
-                env,
-                work / f"supernode-{i}.log",
-            )  # fmt: skip
+        federation.start()
         startup = time.perf_counter() - began
-        if kill is not None and kill[1] == "train":
-            procs.kill(f"supernode-{kill[0]}")
-        submitted = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-            [_bin("flwr"), "run", str(app), "secagg", "--format", "json"],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
+        outcome = federation.submit(
+            schedule,
+            n_params=n_params,
+            insecure_single_operator=insecure_single_operator,
+            timeout=timeout,
+            kill=kill,
+            message_timeout=message_timeout,
         )
-        if submitted.returncode != 0:
-            raise ProtocolStateError(
-                f"flwr run failed: {submitted.stdout.decode()[-600:]} {submitted.stderr.decode()[-600:]}"
-            )
-        run_began = time.perf_counter()
-        deadline = time.monotonic() + timeout
-        progress = work / "progress"
-        while not result_path.exists():
-            if kill is not None and progress.exists() and not progress.with_suffix(".done").exists():
-                procs.kill(f"supernode-{kill[0]}")
-                progress.with_suffix(".done").write_text("stopped")
-            if time.monotonic() > deadline:
-                raise ProtocolStateError(f"expected the run's result within {timeout:.0f} s; logs in {work}")
-            if superlink.poll() is not None:
-                raise ProtocolStateError(f"the SuperLink exited with {superlink.returncode}; logs in {work}")
-            time.sleep(0.25)
-        run_seconds = time.perf_counter() - run_began
-        result = json.loads(result_path.read_text())
+        run_seconds = outcome.run_seconds
+        result = outcome.result
     finally:
-        strays = procs.stop_all()
+        strays = federation.close()
     wall = time.perf_counter() - began
     if not keep and directory is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 :class:`SecAggWorkflow` drives one round of any registered protocol through Flower's
 ``Grid``: it hosts the server-side parties (``SERVER``, and for the two-server protocol
-``SERVER_B``; in a real deployment B is a separate process run by another organisation,
-here it shares the ServerApp process but not its state), and for each of the protocol's
+``SERVER_B`` where B shares the ServerApp process, ``insecure_single_operator``, for tests
+and the simulation engine; with ``server_b_node`` B runs on a Flower node of its own, another
+process under its own keys, as :mod:`protocols.runtime.flower.deploy` runs it), and for each of the protocol's
 stages sends every client node one Flower message carrying the wire bytes addressed to
 the parties that node hosts. The nodes answer with their outgoing wire bytes, which the
 workflow routes: to its own parties, or relayed to another node in the next stage
@@ -57,7 +58,17 @@ from protocols.runtime.flower.transport import (
     verify_server_parties,
 )
 from secagg.errors import ConfigError, IntegrityError, ProtocolStateError, SecAggError
-from secagg.party import KEY_HOLDER, Party, Received, Rejected, View, ViewRecorder, is_client, party_name
+from secagg.party import (
+    KEY_HOLDER,
+    SERVER_B,
+    Party,
+    Received,
+    Rejected,
+    View,
+    ViewRecorder,
+    is_client,
+    party_name,
+)
 from secagg.protocol import RoundSpec
 from secagg.round import Costs
 from secagg.router import TranscriptEntry
@@ -94,6 +105,8 @@ class FlowerRun:
     round_seconds: list[float] = field(default_factory=list)
     failures: dict[int, SecAggError] = field(default_factory=dict)
     error: BaseException | None = None
+    # Nodes whose first message of the run found no secagg state in their Context.
+    fresh_nodes: int = 0
 
     def outcome(self, round_id: int) -> FlowerRound:
         """The round's result, or raise the error that stopped it."""
@@ -117,11 +130,15 @@ class ServerKeys:
     dealer_public: bytes
     node_publics: tuple[bytes, ...]
     server_b_private: bytes = b""
+    server_b_public: bytes = b""  # pinned: checks what server B's own node deals
 
     @classmethod
     def of(cls, trust: Trust, *, with_server_b: bool) -> ServerKeys:
         return cls(
-            trust.dealer_public, trust.identity_public, trust.server_b_private if with_server_b else b""
+            trust.dealer_public,
+            trust.identity_public,
+            trust.server_b_private if with_server_b else b"",
+            trust.server_b_public,
         )
 
 
@@ -155,6 +172,7 @@ class SecAggWorkflow:
         dropouts: Mapping[int, str] | None = None,
         insecure_single_operator: bool = False,
         before_stage: Callable[[str], None] | None = None,
+        server_b_node: bool = False,
     ) -> None:
         self.protocol_name = protocol_name
         # Called with each stage's name before its messages go out (a deployment's fault
@@ -166,14 +184,23 @@ class SecAggWorkflow:
         if self.provisioning not in PROVISIONING_MODES:
             raise ConfigError(f"provisioning must be one of {PROVISIONING_MODES}, got {self.provisioning!r}")
         self.insecure_single_operator = insecure_single_operator
-        if len(self.protocol.server_ids) > 1 and not insecure_single_operator:
+        # Server B on a node of its own (another process, another operator's keys): the
+        # workflow then hosts server A only and relays B's messages to that node.
+        # (Ignored for a protocol without server B, so one flag serves a mixed schedule.)
+        self.server_b_node = server_b_node and SERVER_B in self.protocol.server_ids
+        if self.server_b_node and self.provisioning != "server-b":
+            raise ConfigError(
+                f"{self.protocol.name}: server_b_node needs a protocol that server B provisions "
+                f"('server-b'), got {self.provisioning!r}"
+            )
+        if len(self.protocol.server_ids) > 1 and not (insecure_single_operator or self.server_b_node):
             # Every server party would share this ServerApp process: whoever runs it holds
             # all of them, and the non-collusion assumption is void.
             raise ConfigError(
                 f"{self.protocol.name}: its {len(self.protocol.server_ids)} servers would all run in this "
                 f"one ServerApp process, so one operator holds every server's secrets and the protocol's "
-                f"non-collusion assumption does not hold; pass insecure_single_operator=True to run it "
-                f"anyway (testing only)"
+                f"non-collusion assumption does not hold; run B on its own node (server_b_node=True, "
+                f"as the deployment engine does) or pass insecure_single_operator=True (testing only)"
             )
         self.timeout = timeout
         # client -> stage: its node is not contacted from that stage on (the router's Dropout).
@@ -241,8 +268,10 @@ class SecAggWorkflow:
         provision_keys: Sequence[bytes],
         key_signatures: Sequence[bytes] = (),
         keys: ServerKeys | None = None,
+        server_b: int | None = None,
     ) -> FlowerRound:
-        """``nodes[i]`` is the Flower node of client ``i``, already trained for ``round_id``."""
+        """``nodes[i]`` is the Flower node of client ``i``, already trained for ``round_id``;
+        ``server_b`` the node of server B where it runs apart (``server_b_node``)."""
         protocol = self.protocol
         began = time.perf_counter()
         n_clients = len(nodes)
@@ -254,11 +283,15 @@ class SecAggWorkflow:
             "n_params": n_params,
             "weights": [float(w) for w in weights],
         }
+        if self.server_b_node and server_b is None:
+            raise ConfigError(f"{protocol.name}: expected the Flower node of server B, got none")
         servers, known = self._provision(
-            grid, nodes, spec, common, provision_keys, key_signatures, keys, ledger
+            grid, nodes, spec, common, provision_keys, key_signatures, keys, ledger, server_b
         )
 
         host: dict[int, int] = {i: node for i, node in enumerate(nodes)}
+        if self.server_b_node and server_b is not None:
+            host[SERVER_B] = server_b
         if KEY_HOLDER in known:
             if self.provisioning != "dealer":
                 raise ConfigError(f"{protocol.name}: a KEY_HOLDER needs dealer provisioning")
@@ -391,6 +424,7 @@ class SecAggWorkflow:
         key_signatures: Sequence[bytes],
         keys: ServerKeys | None,
         ledger: WireLedger,
+        server_b: int | None = None,
     ) -> tuple[dict[int, Party], list[int]]:
         protocol = self.protocol
         if self.provisioning == "local":
@@ -415,7 +449,34 @@ class SecAggWorkflow:
                 f"{protocol.name}: {self.provisioning} provisioning needs the deployment's ServerKeys"
             )
         weights = list(common["weights"])
-        if self.provisioning == "server-b":
+        remote: set[int] = set()
+        if self.server_b_node and server_b is not None:
+            # B deals on its own node under its own key and keeps its party there; this
+            # process receives server A's party, signed by B, and the sealed client parties.
+            deal_b = {
+                **common,
+                "op": "deal_b",
+                "keys": [bytes(k) for k in provision_keys],
+                "key_signatures": [bytes(k) for k in key_signatures],
+            }
+            replies = self._exchange(grid, {server_b: deal_b})
+            self._count_setup(ledger, replies)
+            reply = replies[server_b][0]
+            blob = bytes(reply["server_parties"])
+            if not keys.server_b_public:
+                raise ConfigError(f"{protocol.name}: expected server B's pinned public key in ServerKeys")
+            verify_server_parties(keys.server_b_public, spec.round_id, blob, bytes(reply["server_signature"]))
+            servers = load_parties(protocol, blob)
+            if SERVER_B in servers:
+                raise IntegrityError("server B's node sent its own party to server A")
+            known = [int(k) for k in reply["known"]]
+            sealed = [bytes(item) for item in reply["sealed"]]
+            signatures = [bytes(item) for item in reply["signatures"]]
+            if len(sealed) != len(nodes) or len(signatures) != len(nodes):
+                raise IntegrityError(f"server B: expected {len(nodes)} sealed parties, got {len(sealed)}")
+            skip: int | None = None
+            remote = {SERVER_B}
+        elif self.provisioning == "server-b":
             # B deals with its own signing key (insecure_single_operator: B shares this process).
             if not keys.server_b_private:
                 raise ConfigError(f"{protocol.name}: server-b provisioning needs server B's signing key")
@@ -452,7 +513,7 @@ class SecAggWorkflow:
             skip = DEALER_PARTITION
             if len(sealed) != len(nodes) or len(signatures) != len(nodes):
                 raise IntegrityError(f"dealer: expected {len(nodes)} sealed parties, got {len(sealed)}")
-        if set(servers) != set(protocol.server_ids):
+        if set(servers) | remote != set(protocol.server_ids):
             raise ProtocolStateError(f"dealt parties {sorted(servers)}, expected {list(protocol.server_ids)}")
         others = {
             node: {
@@ -595,17 +656,25 @@ def serve(
 ) -> None:
     """The body of :func:`make_server_app`'s ``main``: every round of ``schedule`` into ``run``."""
     try:
-        found = _wait_for_nodes(grid, n_nodes)
+        with_b = any(w.server_b_node for w in schedule)
+        found = _wait_for_nodes(grid, n_nodes + with_b)
         hello = schedule[0]._exchange(grid, {node: {"op": "hello"} for node in found})
-        by_partition = {int(reply["partition"]): node for node, (reply, _, _) in hello.items()}
+        b_nodes = [node for node, (reply, _, _) in hello.items() if str(reply["role"]) == "server-b"]
+        by_partition = {
+            int(reply["partition"]): node for node, (reply, _, _) in hello.items() if node not in b_nodes
+        }
         if sorted(by_partition) != list(range(n_nodes)):
             raise ProtocolStateError(f"expected partitions 0..{n_nodes - 1}, got {sorted(by_partition)}")
+        if len(b_nodes) != with_b:
+            raise ProtocolStateError(f"expected {int(with_b)} server B node(s), got {len(b_nodes)}")
         nodes = [by_partition[i] for i in range(n_nodes)]
+        server_b = b_nodes[0] if b_nodes else None
+        run.fresh_nodes = sum(bool(reply["fresh"]) for reply, _, _ in hello.values())
         params = np.asarray(initial, dtype=np.float64).copy()
         for round_id, workflow in enumerate(schedule):
             began = time.perf_counter()
             try:
-                outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params, keys)
+                outcome = _train_and_aggregate(workflow, grid, nodes, round_id, params, keys, server_b)
             except SecAggError as exc:
                 if not keep_going:
                     raise
@@ -627,6 +696,7 @@ def _train_and_aggregate(
     round_id: int,
     params: np.ndarray,
     server_keys: ServerKeys,
+    server_b: int | None = None,
 ) -> FlowerRound:
     trained = workflow._exchange(
         grid,
@@ -645,6 +715,7 @@ def _train_and_aggregate(
         provision_keys=keys,
         key_signatures=signatures,
         keys=server_keys,
+        server_b=server_b if workflow.server_b_node else None,
     )
 
 
