@@ -1,7 +1,7 @@
 """Distributed DP over secure aggregation: bits per parameter, accuracy against central DP, client time.
 
     python -m benchmarks.ddp [--quick] [--out bench-out] [--clients 100] [--params 100000]
-        [--bits 12,13,14,15,16,17,18,20] [--time-params 1000000] [--no-attack]
+        [--bits 10,11,12,13,14,15,16,17,18,20] [--time-params 1000000] [--no-attack]
 
 What it measures (:mod:`secagg.defences.ddp`, the distributed discrete Gaussian of Kairouz,
 Liu, Steinke, ICML 2021):
@@ -59,7 +59,7 @@ DELTA = 1e-5
 CLIP = 1.0
 CLIENTS = 100
 PARAMS = 100_000
-BITS: tuple[int, ...] = (12, 13, 14, 15, 16, 17, 18, 20)
+BITS: tuple[int, ...] = (10, 11, 12, 13, 14, 15, 16, 17, 18, 20)
 TIME_PARAMS = 1_000_000
 TARGET_BITS = 16
 TARGET_MSE_RATIO = 1.5
