@@ -52,6 +52,7 @@ MODULES: tuple[str, ...] = (
     "defenses",
     "aggregate_leakage",
     "flower",
+    "ddp",
 )
 
 

@@ -121,20 +121,25 @@ def padded_dimension(n_params: int) -> int:
 
 
 def hadamard(values: np.ndarray) -> np.ndarray:
-    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse)."""
-    out = np.array(values, dtype=np.float64)
-    d = out.size
+    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse).
+
+    Radix-2 butterflies, one whole-array pass per stage, ping-ponging between two buffers.
+    """
+    source = np.array(values, dtype=np.float64)
+    d = source.size
     if d & (d - 1):
         raise DimensionNotPowerOfTwoError(f"expected a power-of-two length, got {d}")
+    target = np.empty_like(source)
     h = 1
     while h < d:
-        blocks = out.reshape(-1, 2, h)
-        upper = blocks[:, 0, :].copy()
-        blocks[:, 0, :] += blocks[:, 1, :]
-        np.subtract(upper, blocks[:, 1, :], out=blocks[:, 1, :])
+        pairs = source.reshape(-1, 2, h)
+        out = target.reshape(-1, 2, h)
+        np.add(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 0, :])
+        np.subtract(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 1, :])
+        source, target = target, source
         h *= 2
-    out *= 1.0 / math.sqrt(d)
-    return out
+    source *= 1.0 / math.sqrt(d)
+    return source
 
 
 def rotation_signs(round_seed: bytes, dim: int) -> np.ndarray:
@@ -411,11 +416,29 @@ class DistributedDP(Transform):
 
     # -- client and server ----------------------------------------------------------------
 
-    def encode(self, update: np.ndarray, bits: sampling.SecureBits | None = None) -> np.ndarray:
-        """One client's message: signed integers in ``[-m/2, m/2)`` of the padded length (int64)."""
+    def sample_noise(self, n_params: int, bits: sampling.SecureBits | None = None) -> np.ndarray:
+        """One client's noise vector for an update of ``n_params`` (int64, encoded length).
+
+        The noise does not depend on the update, so a client may draw it before the round
+        (offline, like a mask precomputation) and pass it to :meth:`encode`; each vector
+        must be used for exactly one message.
+        """
+        plan = self.plan(n_params)
+        source = bits if bits is not None else sampling.SecureBits()
+        if self.noise == "dgauss":
+            return sampling.discrete_gaussian(source, plan.client_variance, plan.dim)
+        return sampling.skellam(source, plan.client_variance, plan.dim)
+
+    def encode(self, update: np.ndarray, bits: sampling.SecureBits | None = None, *,
+               noise: np.ndarray | None = None) -> np.ndarray:
+        """One client's message: signed integers in ``[-m/2, m/2)`` of the encoded length
+        (int64). ``noise``: a vector from :meth:`sample_noise` (drawn here when None)."""
         array = _as_update(update).astype(np.float64)
         plan = self.plan(array.size)
         source = bits if bits is not None else sampling.SecureBits()
+        if noise is not None and (np.shape(noise) != (plan.dim,) or np.asarray(noise).dtype != np.int64):
+            raise UpdateError(f"expected a precomputed int64 noise vector of {plan.dim} values, "
+                              f"got shape {np.shape(noise)} dtype {np.asarray(noise).dtype}")
         padded = np.zeros(plan.dim)
         padded[: array.size] = array
         norm = float(np.linalg.norm(padded))
@@ -432,10 +455,7 @@ class DistributedDP(Transform):
             raise DDPConfigError(f"randomised rounding stayed above the bound {plan.l2_bound:.6g} "
                                  f"after {_MAX_ROUNDING_TRIES} tries")
         integers = rounded.astype(np.int64)
-        if self.noise == "dgauss":
-            integers += sampling.discrete_gaussian(source, plan.client_variance, plan.dim)
-        else:
-            integers += sampling.skellam(source, plan.client_variance, plan.dim)
+        integers += noise if noise is not None else self.sample_noise(array.size, source)
         return _centred(integers, plan.modulus)
 
     def _apply(self, update: np.ndarray, rng: NoiseSource | sampling.SecureBits | None) -> np.ndarray:
@@ -593,9 +613,12 @@ def _skellam_variance(std: float) -> Fraction:
 
 
 def _centred(values: np.ndarray, modulus: int) -> np.ndarray:
-    """``values`` mod ``modulus`` as signed integers in ``[-modulus/2, modulus/2)``."""
+    """int64 ``values`` mod ``modulus`` (a power of two) as signed integers in
+    ``[-modulus/2, modulus/2)`` (two's complement makes the mask a modular reduction)."""
     half = modulus // 2
-    return np.mod(values + half, modulus) - half
+    out = np.bitwise_and(np.asarray(values, dtype=np.int64) + half, modulus - 1)
+    out -= half
+    return out
 
 
 def find_ddp(transform: Transform) -> DistributedDP | None:
