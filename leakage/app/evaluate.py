@@ -31,7 +31,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,10 @@ from leakage.app.settings import DEFAULT_DEFENSES, Log, Settings, StepBar
 from leakage.app.simulation import Simulation, configure_device, environment, simulate
 from leakage.app.sweep import cost_curve
 from leakage.assess import Budget, UpdateKind, assess
+
+if TYPE_CHECKING:  # the attack lab imports no secagg at run time
+    from secagg.protocol import Protocol
+    from secagg.round import RoundResult
 
 __all__ = [
     "DEFAULT_DEFENSES",
@@ -68,7 +72,7 @@ def build_protocol(
     quick: bool,
     max_seconds: float,
     log: Callable[[str], None],
-) -> tuple[Any, str]:
+) -> tuple[Protocol[Any], str]:
     """The protocol instance for ``name`` and a note saying which configuration it got
     (:func:`secagg.costs.choose_config` over these updates)."""
     import protocols
@@ -89,8 +93,8 @@ def build_protocol(
     return choice.protocol, note
 
 
-def _threat(cls: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cls.threat_model)
+def _threat(protocol: Protocol[Any]) -> dict[str, Any]:
+    return dataclasses.asdict(protocol.threat_model)
 
 
 def evaluate(settings: Settings) -> EvaluateRecord:
@@ -230,7 +234,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
 
 def run_protocol(
     label: str,
-    protocol: Any,
+    protocol: Protocol[Any],
     updates: Sequence[np.ndarray],
     weights: Sequence[float] | None,
     update_kind: UpdateKind,
@@ -359,7 +363,7 @@ def _run_ddp(
     return run, recon
 
 
-def round_notes(result: Any) -> list[str]:
+def round_notes(result: RoundResult) -> list[str]:
     """What a reader of the run must know about its round (no aggregate, or not a server's)."""
     from secagg.party import party_name
 

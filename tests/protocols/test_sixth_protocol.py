@@ -119,6 +119,7 @@ class DealtMasks(Protocol[DealtMasksConfig]):
     payload_types = (MaskedInput,)
     Config = DealtMasksConfig
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     provisioning = "dealer"
     state_types: ClassVar[tuple[type, ...]] = (MaskedClient, SummingServer)
     summary = "test protocol: dealer's zero-sum one-time pads"
