@@ -250,16 +250,19 @@ def _verdict_table(rows: Sequence[dict[str, Any]]) -> str:
     out = [
         "<table><tr><th>run</th><th>observer</th><th>observable</th><th>kind</th><th>attack</th>"
         "<th>PSNR dB</th><th>mean PSNR</th><th>SSIM</th><th>label acc.</th><th>structure</th>"
-        "<th>random-vector PSNR</th><th>beats random</th><th>steps</th><th>verdict</th></tr>"
+        "<th>random-vector PSNR</th><th>beats random</th><th>budget (steps x restarts)</th><th>steps run</th>"
+        "<th>verdict</th></tr>"
     ]
     for r in rows:
         out.append(
             f"<tr><td>{_e(r['protocol'])}</td><td>{_e(r['observer'])}</td><td>{_e(r['observable'])}</td>"
-            f"<td>{_e(r['kind'])}</td><td>{_e(r['attack'])}{'' if r['full_attack'] else ' (cheap)'}</td>"
+            f"<td>{_e(r['kind'])}</td><td>{_e(r['attack'])}</td>"
             f'<td class="num">{_num(r["psnr"], 1)}</td><td class="num">{_num(r["psnr_mean"], 1)}</td>'
             f'<td class="num">{_num(r["ssim"], 3)}</td><td class="num">{_num(r["label_accuracy"])}</td>'
             f'<td class="num">{_num(r["structure"])}</td><td class="num">{_num(r["baseline_psnr"], 1)}</td>'
-            f'<td>{_num(r["beats_random"])}</td><td class="num">{r["iterations"]}</td>'
+            f'<td>{_num(r["beats_random"])}</td>'
+            f'<td class="num">{r.get("budget", "?")} x {r.get("restarts", "?")}</td>'
+            f'<td class="num">{r["iterations"]}</td>'
             f"{_verdict_cell(r['verdict'], r['reason'])}</tr>"
         )
     out.append("</table>")
@@ -409,9 +412,9 @@ def render(
         f"reaches {s['threshold_db']:g} dB PSNR, or when every label is found from a candidate shaped like "
         "a real gradient; otherwise it is <b>not exposed</b>, and the table says whether the attack did "
         "any better than on a random vector of the same shape "
-        f"({s['baseline_seeds']} seeds). Gradient-like observables got {s['iterations']} attack steps "
-        f"({s['aggregate_iterations']} for multi-image ones); ciphertexts and masked shares a "
-        f"{s['cheap_iterations']}-step check.</p>"
+        f"({s['baseline_seeds']} seeds). Every observable, ciphertexts and masked shares included, got "
+        f"the same attacks at the same budget: {s['iterations']} steps per image it hides "
+        f"x {s.get('restarts', '?')} restarts, the same seeds (each row says its budget).</p>"
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
