@@ -26,7 +26,8 @@ Threat model.
   secret, public, relinearisation or Galois keys (additions need none of them).
 * What the server sees: every client's ciphertexts (RLWE samples: indistinguishable
   from random without the secret key, IND-CPA), their sizes (so n_params) and the chunk
-  layout; it learns nothing of any update and never sees the aggregate. The key holder
+  layout; it learns nothing of any update and, within the round, never sees the
+  aggregate (a deployment hands it back: see "Released decryptions" below). The key holder
   sees the summed ciphertexts and the aggregate, never an individual ciphertext.
 * Collusion: any client holds the secret key and could decrypt any other client's
   ciphertext if it saw it, as in NVFlare. This protocol never sends a client's
@@ -37,7 +38,8 @@ Threat model.
   would decrypt it; the ``included`` list it checks is the server's word.
 * Dropouts: any number; a client that never sends is not in the sum, a ciphertext the
   router refuses (corrupted, replayed, another round's) or the server cannot load is
-  left out; the aggregate is over the clients that arrived, provided at least
+  left out (as is a client that sends another message type; the server's ``left_out``
+  names each with the reason); the aggregate is over the clients that arrived, provided at least
   ``min_clients`` (default 2) did.
 * Minimum clients: ``min_clients`` (>= 2 by default; the key holder enforces it).
 * No threshold decryption: TenSEAL exposes none, and OpenFHE's Python wheels (which have
@@ -84,6 +86,7 @@ import numpy as np
 import tenseal as ts
 
 from protocols.ckks_params import CkksParameters, nvflare_parameters, plan_parameters
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.errors import (
     ConfigError,
     EncodingOverflowError,
@@ -536,7 +539,10 @@ class CkksClient(Party):
             raise EncodingOverflowError(
                 f"client {self.party_id}: expected |x| <= clip {self._clip}, got max |x| {peak:.6g}"
             )
-        return [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        sent = [Envelope(SERVER, EncryptedUpdate(encrypt_update(self._context, self._params, self._update)))]
+        if self.binding:  # straight to the key holder, who checks before decrypting
+            sent.append(Envelope(KEY_HOLDER, binding_message(self.binding)))
+        return sent
 
     def holdings(self) -> list[Holding]:
         return [Holding("context", self._context, secret=True)]
@@ -562,8 +568,12 @@ class CkksServer(Party):
         included = []
         for message in inbox:
             payload = message.payload
-            if not isinstance(payload, EncryptedUpdate) or not 0 <= message.sender < self._spec.n_clients:
+            if not 0 <= message.sender < self._spec.n_clients:
                 raise ProtocolStateError(f"server: unexpected {type(payload).__name__} from {message.sender}")
+            if not isinstance(payload, EncryptedUpdate):
+                # A client that sends something else is left out too, never fatal to the others.
+                self.left_out[message.sender] = f"expected an EncryptedUpdate, got {type(payload).__name__}"
+                continue
             try:
                 vectors = load_ciphertexts(
                     self._context,
@@ -608,8 +618,11 @@ class CkksKeyHolder(Party):
         self._min_clients = min_clients
         self._flood_bits = flood_bits
         self._revealed: Revealed | None = None
+        # The key holder refuses to decrypt a sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("key-holder")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        inbox = self.binding_ledger.take(inbox)
         if stage != "decrypt":
             return []
         sums = [m.payload for m in inbox if isinstance(m.payload, EncryptedSum) and m.sender == SERVER]
@@ -627,6 +640,7 @@ class CkksKeyHolder(Party):
             raise NotEnoughClientsError(
                 f"key holder: expected a sum of at least {self._min_clients} clients, got {len(included)}"
             )
+        self.binding_ledger.require(included)
         vectors = load_ciphertexts(
             self._context, self._params, payload.ciphertexts, n_params=self._spec.n_params, what="sum"
         )
@@ -679,7 +693,9 @@ class CKKS(Protocol[CKKSConfig]):
     finalize_stages = frozenset({"decrypt"})
     late_dropout_stage = "upload"
     aggregate_kind = "sum"
-    payload_types = (EncryptedUpdate, EncryptedSum)
+    payload_types = (EncryptedUpdate, EncryptedSum, ModelBinding)
+    supports_binding = True
+    aggregate_readers = "key-holder and every client (all hold the secret key)"
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
     summary = "CKKS (TenSEAL) ciphertexts under a shared key, summed by the server, decrypted by a key holder"
@@ -688,7 +704,9 @@ class CKKS(Protocol[CKKSConfig]):
     input_bound_field = "clip"
     # Every client shares one secret context, made once by the key holder's node.
     provisioning = "dealer"
-    state_types: ClassVar[tuple[type, ...]] = (CkksClient, CkksServer, CkksKeyHolder, CkksParameters)
+    state_types: ClassVar[tuple[type, ...]] = (
+        CkksClient, CkksServer, CkksKeyHolder, CkksParameters, BindingLedger,
+    )  # fmt: skip
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
         LeafCodec("tenseal-context", ts.Context, _context_bytes, ts.context_from),
     )

@@ -103,6 +103,7 @@ import numpy as np
 from phe import paillier
 
 from secagg import signing
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -823,8 +824,11 @@ class PaillierKeyHolder(Party):
         self._layout = plan_layout(config, n=n, n_clients=spec.n_clients, n_params=spec.n_params, naive=naive)
         self._revealed: Revealed | None = None
         self.total_weight: float | None = None
+        # The key holder refuses to decrypt a sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("key-holder")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        inbox = self.binding_ledger.take(inbox)
         if stage == "keys":
             recipients = [*range(self._spec.n_clients), SERVER]
             return [Envelope(r, self._key_message) for r in recipients]
@@ -859,6 +863,7 @@ class PaillierKeyHolder(Party):
                 f"key-holder: expected a sum of at least min_clients={self._config.min_clients} "
                 f"clients, got {len(included)}; refusing to decrypt"
             )
+        self.binding_ledger.require(included)
         ciphertexts = decode_ciphertexts(payload.ciphertexts, self._public_key.n, what="EncryptedSum")
         if self._naive:
             aggregate, total = self._decrypt_naive(ciphertexts)
@@ -1042,7 +1047,10 @@ class PaillierClient(Party):
                 self._obfuscators = precompute_obfuscators(self._layout.count, self._key, self._config)
             return []
         if stage == "upload":
-            return [Envelope(SERVER, self._encrypt())]
+            sent = [Envelope(SERVER, self._encrypt())]
+            if self.binding:  # straight to the key holder, who checks before decrypting
+                sent.append(Envelope(KEY_HOLDER, binding_message(self.binding)))
+            return sent
         if inbox:
             raise ProtocolStateError(f"{self.name}: expected no message at {stage!r}, got {len(inbox)}")
         return []
@@ -1159,7 +1167,8 @@ class _PaillierBase(Protocol[PaillierConfig]):
     late_dropout_stage = "upload"
     aggregate_kind = "weighted_mean"
     threat_model = _THREAT_MODEL
-    payload_types = (PublicKeyMessage, EncryptedUpdate, EncryptedSum)
+    payload_types = (PublicKeyMessage, EncryptedUpdate, EncryptedSum, ModelBinding)
+    supports_binding = True
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
     # Small insecure keys and one process: a pool costs more than 512-bit work saves.
@@ -1167,6 +1176,7 @@ class _PaillierBase(Protocol[PaillierConfig]):
     Config = PaillierConfig
     naive: ClassVar[bool] = False
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # The key holder's node deals: it holds the secret key anyway, and the client
     # parties it deals carry only the public key.
     provisioning = "dealer"
@@ -1176,6 +1186,7 @@ class _PaillierBase(Protocol[PaillierConfig]):
         PaillierKeyHolder,
         Layout,
         PublicKeyMessage,
+        BindingLedger,
     )
     state_leaves: ClassVar[tuple[LeafCodec, ...]] = (
         LeafCodec("phe-public-key", paillier.PaillierPublicKey, _public_key_bytes, _public_key_from),

@@ -90,6 +90,7 @@ from protocols.paillier import (
     unpack,
 )
 from secagg import signing
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -353,8 +354,12 @@ class ThresholdClient(PaillierClient):
         self._share = federation.shares[party_id] if party_id < federation.public.parties else None
         self._signing_key = federation.signing_keys[party_id]
         self._fingerprint = fingerprint(self._public.n)
+        # A committee member partially decrypts only a sum of clients that trained on its model.
+        self.binding_ledger = BindingLedger(self.name) if self._share is not None else None
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
+        if self.binding_ledger is not None:
+            inbox = self.binding_ledger.take(inbox)
         if stage == "precompute":
             # The key was provisioned at setup: what the single-key round's "keys" stage delivers.
             self._key = PublicKeyMessage(
@@ -377,7 +382,16 @@ class ThresholdClient(PaillierClient):
                 self._spec.round_id, self.party_id, self._fingerprint, update.to_bytes()
             )
             signature = signing.sign(self._signing_key, statement, context=SIGN_CONTEXT)
-            return [Envelope(SERVER, update), Envelope(SERVER, UploadSignature(signature))]
+            sent = [Envelope(SERVER, update), Envelope(SERVER, UploadSignature(signature))]
+            if self.binding:  # to every committee member, who checks before decrypting
+                if self.binding_ledger is not None:
+                    self.binding_ledger.bindings[self.party_id] = self.binding
+                sent += [
+                    Envelope(member, binding_message(self.binding))
+                    for member in range(self._public.parties)
+                    if member != self.party_id
+                ]
+            return sent
         if stage == "decrypt":
             return self._answer(inbox)
         if inbox:
@@ -401,6 +415,8 @@ class ThresholdClient(PaillierClient):
         if not isinstance(request, SumRequest):
             raise ProtocolStateError(f"{self.name}: expected a SumRequest")
         product = self.check_request(request)
+        if self.binding_ledger is not None:
+            self.binding_ledger.require(request.included)
         context = sum_context(
             self._spec.round_id,
             self._public,
@@ -672,13 +688,14 @@ class _ThresholdMixin:
     offline_stages = frozenset({"precompute"})
     finalize_stages = frozenset({"decrypt", "combine"})
     threat_model = _THRESHOLD_THREAT
-    payload_types = (EncryptedUpdate, UploadSignature, SumRequest, PartialMessage)
+    payload_types = (EncryptedUpdate, UploadSignature, SumRequest, PartialMessage, ModelBinding)
+    supports_binding = True
     aggregate_holder = SERVER
     provisioning = "dealer"
     Config = ThresholdPaillierConfig
     state_types: ClassVar[tuple[type, ...]] = (
         ThresholdClient, ThresholdServer, Layout, PublicKeyMessage, Federation,
-        tp.ThresholdPublicKey, tp.KeyShare, ThresholdPaillierConfig,
+        tp.ThresholdPublicKey, tp.KeyShare, ThresholdPaillierConfig, BindingLedger,
     )  # fmt: skip
     # Test rounds have two to a few clients: every client on the committee, t = 2, which the
     # dealer-free generation cannot make with two clients (it needs c >= 2t - 1), so the fast

@@ -112,6 +112,7 @@ from protocols.pairwise_sizing import (
     Sizing,
     size_secaggplus,
 )
+from secagg.binding import BindingLedger, ModelBinding, binding_message, bound_label
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
@@ -675,9 +676,15 @@ def _share_context(*, round_id: int, sender: int, recipient: int) -> bytes:
     )
 
 
-def pair_seed(s_private: bytes, peer_s_public: bytes, *, round_id: int, a: int, b: int) -> bytes:
+def pair_seed(
+    s_private: bytes, peer_s_public: bytes, *, round_id: int, a: int, b: int, binding: bytes = b""
+) -> bytes:
+    """The pair mask seed of clients a and b, bound to the model digest the deriving client
+    trained on (``binding``; empty: unbound): two clients that trained on different models
+    derive different seeds, so their pair masks do not cancel in the sum."""
     pair = (min(a, b), max(a, b))
-    return shared_key(s_private, peer_s_public, domain("pairwise/mask-seed", round_id=round_id, parties=pair))
+    label = bound_label(domain("pairwise/mask-seed", round_id=round_id, parties=pair), binding)
+    return shared_key(s_private, peer_s_public, label)
 
 
 def _pair_mask(seed: bytes, *, round_id: int, a: int, b: int, n: int, ring_bits: int) -> np.ndarray:
@@ -974,13 +981,18 @@ class PairwiseClient(Party):
             self._held[sender] = (limbs[:LIMBS], limbs[LIMBS:])
         masked = self._codec.encode(self._update)  # a fresh array: masks are added in place
         pair_seeds = {
-            peer: pair_seed(self._s_private, self._group[peer][1], round_id=rid, a=me, b=peer)
+            peer: pair_seed(
+                self._s_private, self._group[peer][1], round_id=rid, a=me, b=peer, binding=self.binding
+            )
             for peer in routed.senders
         }
         apply_masks(
             masked, client=me, self_mask_seed=self._self_mask_seed, pair_seeds=pair_seeds, round_id=rid
         )
-        return [Envelope(SERVER, MaskedInput(masked))]
+        sent = [Envelope(SERVER, MaskedInput(masked))]
+        if self.binding:  # the server's explicit check; the masks enforce it regardless
+            sent.append(Envelope(SERVER, binding_message(self.binding)))
+        return sent
 
     def _check_survivors(self, survivors: Sequence[int], what: str) -> None:
         # U3 within the share group: holders only (a member whose shares never reached this
@@ -1128,6 +1140,9 @@ class PairwiseServer(Party):
         self._self_mask_seeds: dict[int, bytes] = {}
         self._key_secrets: dict[int, bytes] = {}
         self._revealed: Revealed | None = None
+        # An honest server refuses clients that trained on different models before anyone
+        # is asked to unmask; one that skips this still gets masks that do not cancel.
+        self.binding_ledger = BindingLedger("server")
 
     def _from_clients(
         self, inbox: Sequence[Inbound], payload_type: type[Payload], stage: str, allowed: set[int]
@@ -1157,6 +1172,7 @@ class PairwiseServer(Party):
         if stage == "route_shares":
             return self._route(self._from_clients(inbox, EncryptedShares, stage, set(self._keys)))
         if stage == "collect_masked":
+            inbox = self.binding_ledger.take(inbox)
             return self._collect(self._from_clients(inbox, MaskedInput, stage, set(self._shared)))
         if stage == "collect_signatures":
             if self._identities is None:
@@ -1253,6 +1269,7 @@ class PairwiseServer(Party):
                 f"server: expected masked inputs from at least {minimum} clients "
                 f"(max(min_clients, t)), got {len(self._survivors)}; nothing is revealed"
             )
+        self.binding_ledger.require(self._survivors)
         survivors = set(self._survivors)
         for client in self._shared:
             live = len(self._holders(client) & survivors)
@@ -1346,7 +1363,15 @@ class PairwiseServer(Party):
         total = self._total
         survivors = set(self._survivors)
         dropped_pairs = [
-            (owner, peer, pair_seed(secret, self._keys[peer][1], round_id=rid, a=owner, b=peer))
+            (
+                owner,
+                peer,
+                # The survivor derived the seed bound to its own model digest.
+                pair_seed(
+                    secret, self._keys[peer][1], round_id=rid, a=owner, b=peer,
+                    binding=self.binding_ledger.bindings.get(peer, b""),
+                ),
+            )  # fmt: skip
             for owner, secret in self._key_secrets.items()
             for peer in sorted(self._holders(owner) & survivors)
         ]
@@ -1426,6 +1451,7 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
         UnmaskShares,
         ConsistencyRequest,
         ConsistencySignature,
+        ModelBinding,
     )
     server_ids = (SERVER,)
     aggregate_holder = SERVER
@@ -1433,10 +1459,12 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     fast_config: ClassVar[dict[str, Any]] = {}
     Config = PairwiseConfig
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"
-    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer, Identities)
+    state_types: ClassVar[tuple[type, ...]] = (PairwiseClient, PairwiseServer, Identities, BindingLedger)
+    supports_binding = True
     # At unmasking the server rebuilds survivors' self-mask seeds and dropped clients'
     # key-agreement secrets (never both for one client).
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {

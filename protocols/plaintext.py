@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.errors import ConfigError, EncodingOverflowError, ProtocolStateError, WireFormatError
 from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
@@ -85,7 +86,10 @@ class PlainClient(Party):
                 raise EncodingOverflowError(
                     f"{self.name}: expected finite {self._dtype.__name__} values, got NaN or Inf"
                 )
-            return [Envelope(SERVER, PlainUpdate(self._weight, values))]
+            sent = [Envelope(SERVER, PlainUpdate(self._weight, values))]
+            if self.binding:
+                sent.append(Envelope(SERVER, binding_message(self.binding)))
+            return sent
         return []
 
 
@@ -98,10 +102,14 @@ class PlainServer(Party):
         self._weighted = weighted
         self._revealed: Revealed | None = None
         self.left_out: dict[int, str] = {}
+        # Checked by the server itself: it binds an honest server only (the plaintext
+        # baseline protects nothing from the server anyway).
+        self.binding_ledger = BindingLedger("server")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage != "aggregate":
             return []
+        inbox = self.binding_ledger.take(inbox)
         total = np.zeros(self._spec.n_params, dtype=np.float64)
         weight_sum = 0.0
         included = []
@@ -120,6 +128,7 @@ class PlainServer(Party):
             included.append(message.sender)
         if not included:
             return []
+        self.binding_ledger.require(included)
         aggregate = total / weight_sum if self._weighted else total
         self._revealed = Revealed(aggregate, tuple(sorted(included)))
         return []
@@ -144,12 +153,13 @@ class _Plaintext(Protocol[PlaintextConfig]):
     wire_id = 1
     stages = ("upload", "aggregate")
     late_dropout_stage = "upload"
-    payload_types = (PlainUpdate,)
+    payload_types = (PlainUpdate, ModelBinding)
     Config = PlaintextConfig
     is_baseline = True
+    supports_binding = True
     # No keys: every node builds its own parties.
     provisioning = "local"
-    state_types: ClassVar[tuple[type, ...]] = (PlainClient, PlainServer)
+    state_types: ClassVar[tuple[type, ...]] = (PlainClient, PlainServer, BindingLedger)
     threat_model = ThreatModel(
         keys="none",
         server_sees="every client's update in the clear",

@@ -32,7 +32,9 @@ Threat model (semi-honest servers, non-colluding):
 * Dropouts: any number, before or after upload. A client that reached only one server
   is left out by both: A lists the clients it holds, B answers with the mask sum over
   the intersection and the intersection itself, A removes the shares of clients
-  outside it. Nothing from a one-server client reaches the revealed sum.
+  outside it. Nothing from a one-server client reaches the revealed sum. A client
+  whose message a server cannot use (another type, size or dtype; a seed that does not
+  open) is left out the same way, named in that server's ``rejected_clients``.
 * Minimum clients: ``min_clients`` (default 2). Both servers refuse to reveal a sum
   over fewer agreed clients (:class:`NotEnoughClientsError`): a sum of one client's
   input is that client's input.
@@ -69,6 +71,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from secagg.binding import BindingLedger, ModelBinding, binding_message
 from secagg.encoding import FixedPoint, check_range
 from secagg.errors import (
     ConfigError,
@@ -361,7 +364,10 @@ class TwoServerClient(Party):
         )
         associated = seed_associated_data(self._spec.round_id, self.party_id, self._session_nonce)
         sealed = seal(self._server_b_public, seed, associated)
-        return [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        sent = [Envelope(SERVER, share), Envelope(SERVER_B, SealedSeed(sealed))]
+        if self.binding:  # to B, whom the protocol trusts not to collude with A
+            sent.append(Envelope(SERVER_B, binding_message(self.binding)))
+        return sent
 
 
 class ServerA(Party):
@@ -379,6 +385,8 @@ class ServerA(Party):
         # kept until B names the agreed set so a share B cannot unmask can be removed.
         self._shares: dict[int, np.ndarray] = {}
         self._revealed: Revealed | None = None
+        # Clients whose share was left out (wrong type, size or dtype), and why.
+        self.rejected_clients: dict[int, str] = {}
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -394,17 +402,23 @@ class ServerA(Party):
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, MaskedShare) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server: expected MaskedShare from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
+            # A client whose share cannot enter the sum is left out (B's agreement then
+            # drops its seed too); it never aborts the others' round.
+            if not isinstance(payload, MaskedShare):
+                self.rejected_clients[sender] = f"expected a MaskedShare, got {type(payload).__name__}"
+                continue
             values = payload.values
             if values.dtype != dtype or values.size != self._spec.n_params:
-                raise ProtocolStateError(
-                    f"server: expected {self._spec.n_params} elements of {dtype} from "
+                self.rejected_clients[sender] = (
+                    f"expected {self._spec.n_params} elements of {dtype} from "
                     f"{party_name(sender)}, got {values.size} of {values.dtype}"
                 )
+                continue
             if self._total is None:
                 self._total = values.copy()
             else:
@@ -448,6 +462,9 @@ class ServerA(Party):
     def output(self) -> Revealed | None:
         return self._revealed
 
+    def holdings(self) -> list[Holding]:
+        return [Holding("rejected_clients", dict(self.rejected_clients), secret=False)]
+
 
 class ServerB(Party):
     """Holds the seeds (as X25519-sealed boxes on the wire) and answers with mask sums."""
@@ -474,6 +491,8 @@ class ServerB(Party):
         # Senders whose sealed seed did not open (tampered, replayed, another session), and why.
         self.rejected_clients: dict[int, str] = {}
         self._mask_total: np.ndarray | None = None
+        # B refuses to release a mask sum over clients that trained on different models.
+        self.binding_ledger = BindingLedger("server-b")
 
     def step(self, stage: str, inbox: Sequence[Inbound]) -> list[Envelope]:
         if stage == "collect":
@@ -490,14 +509,18 @@ class ServerB(Party):
         accumulate_mask(total, self._seeds[client], label, subtract=subtract)
 
     def _collect(self, inbox: Sequence[Inbound]) -> None:
+        inbox = self.binding_ledger.take(inbox)
         for message in inbox:
             payload = message.payload
             sender = message.sender
-            if not isinstance(payload, SealedSeed) or not 0 <= sender < self._spec.n_clients:
+            if not 0 <= sender < self._spec.n_clients:
                 raise ProtocolStateError(
                     f"server-b: expected SealedSeed from a client, got {type(payload).__name__} "
                     f"from {party_name(sender)}"
                 )
+            if not isinstance(payload, SealedSeed):
+                self.rejected_clients[sender] = f"expected a SealedSeed, got {type(payload).__name__}"
+                continue
             try:
                 self._seeds[sender] = open_sealed(
                     self._private_key,
@@ -527,6 +550,7 @@ class ServerB(Party):
                 f"server-b: refusing to unmask a sum over {len(agreed)} clients (server holds "
                 f"{len(held_by_a)}, server-b {len(self._seeds)}), expected at least {self._min_clients}"
             )
+        self.binding_ledger.require(agreed)
         total = cast(np.ndarray, self._mask_total)
         for client in sorted(set(self._seeds) - agreed):
             self._accumulate(total, client, subtract=True)
@@ -556,14 +580,16 @@ class TwoServer(Protocol[TwoServerConfig]):
     aggregate_kind = "sum"
     server_ids = (SERVER, SERVER_B)
     aggregate_holder = SERVER
-    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum)
+    payload_types = (MaskedShare, SealedSeed, HeldSet, MaskSum, ModelBinding)
+    supports_binding = True
     Config = TwoServerConfig
     summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
-    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB)
+    state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)
     # B opens the seeds sealed to it: its own private key is the one secret a server holds.
     server_secrets: ClassVar[Mapping[int, frozenset[str]]] = {SERVER_B: frozenset({"x25519_private_key"})}
     threat_model = ThreatModel(

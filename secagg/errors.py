@@ -45,3 +45,8 @@ class UnknownProtocolError(SecAggError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the plain message
         return str(self.args[0]) if self.args else ""
+
+
+class ModelBindingError(SecAggError):
+    """Clients trained on different models (their model digests differ, or one is missing):
+    the protocol refuses to reveal the aggregate (:mod:`secagg.binding`)."""

@@ -94,6 +94,8 @@ class Party:
     """Base of every protocol party: a state machine driven stage by stage."""
 
     role: str = "party"
+    # The digest of the model a client trained on (secagg.binding); empty: unbound.
+    binding: bytes = b""
 
     def __init__(self, party_id: int) -> None:
         self.party_id = party_id

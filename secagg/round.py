@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from secagg.binding import validate_bindings
 from secagg.errors import ConfigError, SecAggError
 from secagg.observe import Observation
 from secagg.party import MAX_CLIENTS, View, ViewRecorder, is_client
@@ -143,8 +144,14 @@ def run_round(
     weights: Sequence[float] | None = None,
     faults: Sequence[Fault] = (),
     round_id: int = 0,
+    bindings: Sequence[bytes] | None = None,
 ) -> RoundResult:
-    """Run one round of ``protocol`` over ``updates`` (one flat float vector per client)."""
+    """Run one round of ``protocol`` over ``updates`` (one flat float vector per client).
+
+    ``bindings``: each client's model digest (:func:`secagg.binding.model_digest` of the
+    model it trained on); the protocol then refuses to reveal an aggregate over clients
+    whose digests differ (:class:`secagg.errors.ModelBindingError`). None: unbound.
+    """
     vectors = [_check_update(i, u) for i, u in enumerate(updates)]
     if not vectors:
         raise ConfigError("expected at least one client update, got none")
@@ -162,9 +169,12 @@ def run_round(
     if not 0 <= round_id < 2**32:
         raise ConfigError(f"round_id must be in [0, 2^32), got {round_id}")
     spec = RoundSpec(round_id=round_id, n_clients=len(vectors), n_params=n_params)
+    digests = validate_bindings(bindings, len(vectors)) if bindings is not None else None
 
     started = time.perf_counter()
     parties = protocol.make_parties(vectors, weights, spec)
+    if digests is not None:
+        protocol.bind(parties, digests)
     setup_seconds = time.perf_counter() - started
     by_id = {party.party_id: party for party in parties}
     if len(by_id) != len(parties):

@@ -49,10 +49,11 @@ from leakage.malicious import (
 from leakage.metrics import hungarian
 from leakage.vetting import vet
 
-DEFENCES: tuple[str, ...] = ("vet",)
+DEFENCES: tuple[str, ...] = ("bind", "vet")
 RECOVERED_DB = 30.0  # the issue's bar for "recovered" in these rows
 PSNR_CAP_DB = 200.0
 OBSERVER = "malicious server"
+ROUND_ID = 0
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,15 @@ def flat(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return torch.cat([t.detach().flatten().double() for t in tensors]).numpy()
 
 
+def model_digest(model: nn.Module, round_id: int) -> bytes:
+    """What a client binds its round to: the digest of the exact model it received and
+    trained on (every parameter and buffer, the architecture's description, the round)."""
+    from secagg.binding import model_digest as digest
+
+    arrays = [t.detach().cpu().numpy() for t in (*model.parameters(), *model.buffers())]
+    return digest(arrays, architecture=repr(model), round_id=round_id)
+
+
 @dataclass(eq=False)
 class ClientSide:
     """What the clients did: their updates (refusing clients send none), their true
@@ -157,6 +167,7 @@ class ClientSide:
     included: list[int]
     updates: list[np.ndarray]
     gradients: dict[int, np.ndarray]
+    bindings: list[bytes] = field(default_factory=list)
     refusals: dict[int, str] = field(default_factory=dict)
 
 
@@ -179,6 +190,8 @@ def train_clients(
             update = side.gradients[c]
         side.included.append(c)
         side.updates.append(update)
+        if settings.defense == "bind":
+            side.bindings.append(model_digest(model, ROUND_ID))
     return side
 
 
@@ -302,7 +315,13 @@ def run_malicious(
     row["readers"] = readers(protocol)
     weights = [float(settings.batch)] * len(side.updates) if weights_kind else None
     try:
-        result = run_round(protocol, side.updates, weights=weights)
+        result = run_round(
+            protocol,
+            side.updates,
+            weights=weights,
+            round_id=ROUND_ID,
+            bindings=side.bindings if settings.defense == "bind" else None,
+        )
     except SecAggError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.perf_counter() - started
@@ -522,3 +541,51 @@ def malicious_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{str(r['readers'] or '-')[:26]:<26} {got:>12} {cos:>8} {r['best_psnr']:>8.1f}  {verdict}"
         )
     return "\n".join(lines)
+
+
+# --- the `secagg evaluate` section ------------------------------------------------------------
+
+EVALUATE_PROTOCOLS: tuple[str, ...] = ("plaintext-fedsgd", "paillier", "ckks", "two-server", "secagg")
+EVALUATE_DEFENCES: tuple[str | None, ...] = (None, "bind", "vet")
+
+
+def evaluate_malicious(
+    attacks: Sequence[str],
+    names: Sequence[str],
+    *,
+    clients: int,
+    batch: int,
+    model: str,
+    resolution: int,
+    iterations: int | None,
+    inversion: tuple[str, ...],
+    quick: bool,
+    seed: int,
+    device: str,
+    max_protocol_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Every (protocol, server attack, defence: none / bind / vet) row, and the images of
+    the undefended runs (originals, closest reconstructions) keyed ``protocol/attack``.
+
+    Imprint and trap get 16 rows per image in the aggregate (at least 16, at most 256), so
+    the model stays small enough for every protocol's round."""
+    say = log or (lambda _message: None)
+    rows: list[dict[str, Any]] = []
+    images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    rows_per_block = int(min(256, max(16, 16 * clients * batch)))
+    for name in names:
+        for attack in attacks:
+            for defense in EVALUATE_DEFENCES:
+                say(f"malicious server: {attack} through {name}, defence {defense or 'none'}")
+                settings = MaliciousSettings(
+                    attack=attack, protocol=name, clients=clients, batch=batch, defense=defense, model=model,
+                    resolution=resolution, bins=rows_per_block, trap_rows=rows_per_block,
+                    attacks=inversion, iterations=iterations, quick=quick, seed=seed, device=device,
+                    max_protocol_seconds=max_protocol_seconds,
+                )  # fmt: skip
+                record = run_malicious(settings)
+                rows.append(as_json(record))
+                if defense is None and record["reconstructions"].numel():
+                    images[f"{name}/{attack}"] = (record["originals"], record["reconstructions"])
+    return rows, images

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -121,20 +121,25 @@ def padded_dimension(n_params: int) -> int:
 
 
 def hadamard(values: np.ndarray) -> np.ndarray:
-    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse)."""
-    out = np.array(values, dtype=np.float64)
-    d = out.size
+    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse).
+
+    Radix-2 butterflies, one whole-array pass per stage, ping-ponging between two buffers.
+    """
+    source = np.array(values, dtype=np.float64)
+    d = source.size
     if d & (d - 1):
         raise DimensionNotPowerOfTwoError(f"expected a power-of-two length, got {d}")
+    target = np.empty_like(source)
     h = 1
     while h < d:
-        blocks = out.reshape(-1, 2, h)
-        upper = blocks[:, 0, :].copy()
-        blocks[:, 0, :] += blocks[:, 1, :]
-        np.subtract(upper, blocks[:, 1, :], out=blocks[:, 1, :])
+        pairs = source.reshape(-1, 2, h)
+        out = target.reshape(-1, 2, h)
+        np.add(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 0, :])
+        np.subtract(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 1, :])
+        source, target = target, source
         h *= 2
-    out *= 1.0 / math.sqrt(d)
-    return out
+    source *= 1.0 / math.sqrt(d)
+    return source
 
 
 def rotation_signs(round_seed: bytes, dim: int) -> np.ndarray:
@@ -411,11 +416,29 @@ class DistributedDP(Transform):
 
     # -- client and server ----------------------------------------------------------------
 
-    def encode(self, update: np.ndarray, bits: sampling.SecureBits | None = None) -> np.ndarray:
-        """One client's message: signed integers in ``[-m/2, m/2)`` of the padded length (int64)."""
+    def sample_noise(self, n_params: int, bits: sampling.SecureBits | None = None) -> np.ndarray:
+        """One client's noise vector for an update of ``n_params`` (int64, encoded length).
+
+        The noise does not depend on the update, so a client may draw it before the round
+        (offline, like a mask precomputation) and pass it to :meth:`encode`; each vector
+        must be used for exactly one message.
+        """
+        plan = self.plan(n_params)
+        source = bits if bits is not None else sampling.SecureBits()
+        if self.noise == "dgauss":
+            return sampling.discrete_gaussian(source, plan.client_variance, plan.dim)
+        return sampling.skellam(source, plan.client_variance, plan.dim)
+
+    def encode(self, update: np.ndarray, bits: sampling.SecureBits | None = None, *,
+               noise: np.ndarray | None = None) -> np.ndarray:
+        """One client's message: signed integers in ``[-m/2, m/2)`` of the encoded length
+        (int64). ``noise``: a vector from :meth:`sample_noise` (drawn here when None)."""
         array = _as_update(update).astype(np.float64)
         plan = self.plan(array.size)
         source = bits if bits is not None else sampling.SecureBits()
+        if noise is not None and (np.shape(noise) != (plan.dim,) or np.asarray(noise).dtype != np.int64):
+            raise UpdateError(f"expected a precomputed int64 noise vector of {plan.dim} values, "
+                              f"got shape {np.shape(noise)} dtype {np.asarray(noise).dtype}")
         padded = np.zeros(plan.dim)
         padded[: array.size] = array
         norm = float(np.linalg.norm(padded))
@@ -432,10 +455,7 @@ class DistributedDP(Transform):
             raise DDPConfigError(f"randomised rounding stayed above the bound {plan.l2_bound:.6g} "
                                  f"after {_MAX_ROUNDING_TRIES} tries")
         integers = rounded.astype(np.int64)
-        if self.noise == "dgauss":
-            integers += sampling.discrete_gaussian(source, plan.client_variance, plan.dim)
-        else:
-            integers += sampling.skellam(source, plan.client_variance, plan.dim)
+        integers += noise if noise is not None else self.sample_noise(array.size, source)
         return _centred(integers, plan.modulus)
 
     def _apply(self, update: np.ndarray, rng: NoiseSource | sampling.SecureBits | None) -> np.ndarray:
@@ -548,16 +568,12 @@ class DDPRound:
         """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
         its ``fast_config`` when asked, input bound 2^(bits-1) and, where it has a fixed-point
         codec, 0 fractional bits (the messages are integers, exact as they are)."""
-        overrides: dict[str, Any] = dict(getattr(cls, "fast_config", {})) if fast else {}
-        config_fields = {f.name for f in fields(cls.Config)} if is_dataclass(cls.Config) else set()
-        if "frac_bits" in config_fields:
-            overrides["frac_bits"] = 0
-        bound_field = getattr(cls, "input_bound_field", None)
-        if bound_field is not None:
-            overrides[bound_field] = self.input_bound
-        note = ("fast_config, " if fast else "default config, ") + (
-            f"input bound 2^{self.ddp.bits - 1}" + (", frac_bits 0" if "frac_bits" in config_fields else ""))
-        return cls(**overrides), note
+        from secagg.costs import fast_or_default
+
+        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound)
+        exact = ", frac_bits 0" if cls.frac_bits_field is not None else ""
+        note = ("fast_config, " if fast else "default config, ") + f"input bound 2^{self.ddp.bits - 1}{exact}"
+        return protocol, note
 
     def encode(self, updates: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Every client's message (floats holding ring integers, for any protocol)."""
@@ -593,9 +609,12 @@ def _skellam_variance(std: float) -> Fraction:
 
 
 def _centred(values: np.ndarray, modulus: int) -> np.ndarray:
-    """``values`` mod ``modulus`` as signed integers in ``[-modulus/2, modulus/2)``."""
+    """int64 ``values`` mod ``modulus`` (a power of two) as signed integers in
+    ``[-modulus/2, modulus/2)`` (two's complement makes the mask a modular reduction)."""
     half = modulus // 2
-    return np.mod(values + half, modulus) - half
+    out = np.bitwise_and(np.asarray(values, dtype=np.int64) + half, modulus - 1)
+    out -= half
+    return out
 
 
 def find_ddp(transform: Transform) -> DistributedDP | None:

@@ -377,3 +377,18 @@ def test_flood_bits_is_validated_and_widens_the_declared_precision() -> None:
     noise = flooding_noise(100_000, 3.0)
     assert noise.shape == (100_000,) and float(np.max(np.abs(noise))) <= 3.0
     assert abs(float(np.mean(noise))) < 0.05 and abs(float(np.std(noise)) - 3.0 / np.sqrt(3)) < 0.05
+
+
+def test_a_client_sending_the_wrong_message_type_is_left_out() -> None:
+    # It used to raise ProtocolStateError inside the server's aggregation: one client's
+    # bad message ended everyone's round.
+    updates = make_updates(4, 30, seed=8)
+    decoy = EncryptedSum((0, 1), encrypt_update(make_secret_context(FAST.params), FAST.params, updates[3]))
+    raw = encode_message(protocol_id=FAST.wire_id, round_id=3, sender=3, recipient=SERVER, payload=decoy)
+    result = run_round(
+        FAST, updates, round_id=3, faults=[Dropout(3, "upload"), Inject(raw, SERVER, "upload")]
+    )
+    assert result.error is None and result.included == (0, 1, 2)
+    assert "EncryptedSum" in result.views[SERVER].holding("left_out")[3]  # type: ignore[index]
+    error = np.max(np.abs(result.unwrap() - reference_aggregate(updates, (0, 1, 2), kind="sum")))
+    assert error <= FAST.precision(n_clients=3, value_range=1.0)

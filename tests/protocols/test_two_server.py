@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import pytest
@@ -380,3 +381,30 @@ def test_registered_and_cli_shaped_config() -> None:
     protocol = protocols.create("two-server", clip=2.0, ring_bits=64, frac_bits=32)
     assert dataclasses.asdict(protocol.config)["clip"] == 2.0
     assert protocol.precision(n_clients=10, value_range=2.0) == pytest.approx(10 * 2.0**-33, rel=1e-3)
+
+
+@pytest.mark.parametrize("what", ["short share", "seed to A", "share to B"])
+def test_a_client_sending_a_malformed_or_misaddressed_share_is_left_out(what: str) -> None:
+    # Each used to raise ProtocolStateError in A's or B's collection and end the round.
+    def edit(envelopes: list[Envelope]) -> list[Envelope]:
+        if not envelopes:
+            return envelopes
+        share = next(e for e in envelopes if e.recipient == SERVER)
+        seed = next(e for e in envelopes if e.recipient == SERVER_B)
+        if what == "short share":
+            values = cast(MaskedShare, share.payload).values[:-1]
+            return [Envelope(SERVER, MaskedShare(values)), seed]
+        if what == "seed to A":
+            return [Envelope(SERVER, seed.payload), seed]
+        return [share, Envelope(SERVER_B, share.payload)]
+
+    protocol = _EditedTwoServer()
+    protocol.edits = {2: edit}
+    updates = make_updates(4, 20, seed=11)
+    result = run_round(protocol, updates)
+    assert result.error is None, result.error
+    assert result.included == (0, 1, 3)
+    rejecting = SERVER_B if what == "share to B" else SERVER
+    assert 2 in cast(dict, result.views[rejecting].holding("rejected_clients"))
+    codec = protocol.codec_for(4)
+    assert np.array_equal(result.unwrap(), _exact_sum(updates, (0, 1, 3), codec))

@@ -23,7 +23,7 @@ from secagg.defences.ddp import (
 )
 from secagg.defences.ddp_accounting import rounded_l2_bound
 from secagg.defences.ddp_sampling import SecureBits
-from secagg.defences.transforms import parse_transforms
+from secagg.defences.transforms import UpdateError, parse_transforms
 from secagg.round import run_round
 
 SEED = bytes(range(32))
@@ -215,3 +215,15 @@ def test_bind_refuses_a_weighted_mean_and_passes_plain_pipelines() -> None:
     assert DDPRound.bind(parse_transforms("fp16"), n_clients=2, n_params=8) is None
     with pytest.raises(DDPConfigError, match="reveals a sum"):
         DDPRound.bind(parse_transforms("ddp"), n_clients=2, n_params=8, aggregate_kind="weighted_mean")
+
+
+def test_precomputed_noise_gives_the_same_message() -> None:
+    ddp = DistributedDP(epsilon=3.0, bits=16).for_round(n_clients=4, round_seed=SEED)
+    update = np.full(300, 0.02)
+    noise = ddp.sample_noise(300, SecureBits(bytes(32)))
+    rounding = SecureBits(bytes([9]) * 32)
+    precomputed = ddp.encode(update, rounding, noise=noise)
+    plain = ddp.encode(update - 0.0, SecureBits(bytes([9]) * 32), noise=np.zeros(300, dtype=np.int64))
+    assert np.array_equal(precomputed, np.mod(plain + noise + 2**15, 2**16) - 2**15)
+    with pytest.raises(UpdateError, match="precomputed int64 noise"):
+        ddp.encode(update, noise=np.zeros(299, dtype=np.int64))

@@ -1,0 +1,270 @@
+"""Distributed DP over secure aggregation: bits per parameter, accuracy against central DP, client time.
+
+    python -m benchmarks.ddp [--quick] [--out bench-out] [--clients 100] [--params 100000]
+        [--bits 10,11,12,13,14,15,16,17,18,20] [--time-params 1000000] [--no-attack]
+
+What it measures (:mod:`secagg.defences.ddp`, the distributed discrete Gaussian of Kairouz,
+Liu, Steinke, ICML 2021):
+
+- **Accuracy per bit width.** ``--clients`` clients each clip, rotate, round, add exact
+  discrete Gaussian noise and reduce mod 2^bits an update of ``--params`` values; the
+  server decodes the sum of their messages. The clients' updates are the hard case for
+  the ring: all of norm ``clip`` and strongly aligned (a shared direction plus half as much
+  individual direction), so their sum has norm ~ n * clip. Per bit width: the mean squared
+  error per coordinate of the decoded sum against the sum of the clipped updates, next to
+  the central Gaussian mechanism's at the same (epsilon, delta) (noise std z * clip, z from
+  the same RDP accountant and conversion), and their ratio. Targets (the paper's
+  headline): <= 16 bits per value (2 bytes per parameter) with an MSE within 1.5x of
+  central; if 16 bits miss it, the smallest width that reaches it.
+- **A Skellam row** at a smaller scale (the exact Skellam sampler costs O(variance) per
+  coordinate), next to the discrete Gaussian at the same configuration.
+- **Client time** at ``--time-params`` values: the whole transform (clip, rotation,
+  rounding, exact noise, reduction), the part that needs the update once the noise is
+  drawn offline, and the mask PRG stream of the same length (AES-CTR, Z_2^32, what a
+  masking protocol draws per mask). Target: transform <= 3x the PRG stream.
+- **The attack** (``secagg assess``, two clients, secagg + ddp at epsilon 3, 16 bits): the
+  verdict of the revealed, decoded sum and its epsilon. Skipped with ``--quick`` or
+  ``--no-attack``.
+
+Writes ``ddp.json`` (environment, configuration, rows, targets with the figures reached)
+and ``ddp.png`` (MSE per coordinate against bits, DDP and central, log-log, drawn with
+:mod:`benchmarks.plot`). Client updates come from ``np.random.default_rng(seed)`` (data,
+not secrets); every DDP random bit comes from the keyed CSPRNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import best_of, environment, int_list, write_json
+from benchmarks.plot import loglog_png
+from secagg.defences.ddp import DDPConfigError, DistributedDP
+from secagg.defences.ddp_accounting import central_gaussian_multiplier
+from secagg.prf import domain, expand, random_seed
+
+EPSILON = 3.0
+DELTA = 1e-5
+CLIP = 1.0
+CLIENTS = 100
+PARAMS = 100_000
+BITS: tuple[int, ...] = (10, 11, 12, 13, 14, 15, 16, 17, 18, 20)
+TIME_PARAMS = 1_000_000
+TARGET_BITS = 16
+TARGET_MSE_RATIO = 1.5
+TARGET_TIME_RATIO = 3.0
+SKELLAM_CLIENTS, SKELLAM_PARAMS = 10, 10_000
+QUICK_CLIENTS, QUICK_PARAMS, QUICK_BITS, QUICK_TIME_PARAMS = 10, 4096, (12, 14, 16), 65_536
+
+
+def aligned_updates(n_clients: int, n_params: int, clip: float, seed: int) -> list[np.ndarray]:
+    """Updates of norm ``clip`` sharing one direction (the sum's worst case for the ring)."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=n_params)
+    shared /= np.linalg.norm(shared)
+    out = []
+    for _ in range(n_clients):
+        own = rng.normal(size=n_params)
+        vector = shared + 0.5 * own / np.linalg.norm(own)
+        out.append(vector * (clip / np.linalg.norm(vector)))
+    return out
+
+
+def accuracy_row(bits: int, n_clients: int, n_params: int, *, noise: str = "dgauss",
+                 seed: int = 0) -> dict[str, Any]:
+    """One simulated round at ``bits``: the decoded sum's MSE against central DP's."""
+    z = central_gaussian_multiplier(epsilon=EPSILON, delta=DELTA)
+    central = (z * CLIP) ** 2
+    row: dict[str, Any] = {"bits": bits, "noise": noise, "clients": n_clients, "params": n_params,
+                           "central_mse": central, "central_noise_multiplier": z}
+    ddp = DistributedDP(epsilon=EPSILON, delta=DELTA, clip=CLIP, bits=bits, noise=noise).for_round(
+        n_clients=n_clients)
+    try:
+        plan = ddp.plan(n_params)
+    except DDPConfigError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    updates = aligned_updates(n_clients, n_params, CLIP, seed)
+    started = time.perf_counter()
+    total = np.zeros(plan.dim, dtype=np.int64)
+    for update in updates:
+        total += ddp.encode(update)
+    seconds = time.perf_counter() - started
+    estimate = ddp.decode_sum(total, n_params=n_params)
+    truth = np.sum(updates, axis=0)
+    mse = float(np.mean((estimate - truth) ** 2))
+    row.update({
+        "bytes_per_param": plan.bytes_per_param, "gamma": plan.gamma,
+        "client_std": plan.client_std, "client_std_integer": math.sqrt(float(plan.client_variance)),
+        "epsilon": plan.spent.epsilon, "rdp_order": plan.spent.order,
+        "mse": mse, "expected_mse": plan.expected_mse(), "mse_ratio": mse / central,
+        "sum_norm": float(np.linalg.norm(truth)), "seconds_all_clients": seconds,
+    })
+    return row
+
+
+def client_time(n_params: int, n_clients: int) -> dict[str, Any]:
+    """Seconds for one client's transform at ``n_params`` against the mask PRG stream."""
+    ddp = DistributedDP(epsilon=EPSILON, delta=DELTA, clip=CLIP, bits=TARGET_BITS).for_round(
+        n_clients=n_clients)
+    plan = ddp.plan(n_params)
+    update = aligned_updates(1, n_params, CLIP, seed=7)[0]
+    seed, label = random_seed(), domain("mask", round_id=0, parties=(0,))
+    prg = best_of(lambda: expand(seed, label, plan.dim, ring_bits=32), repeat=5)
+    full = best_of(lambda: ddp.encode(update), repeat=2)
+    noise_seconds = best_of(lambda: ddp.sample_noise(n_params), repeat=2)
+    noise = ddp.sample_noise(n_params)
+    online = best_of(lambda: ddp.encode(update, noise=noise), repeat=3)
+    return {
+        "params": n_params, "clients": n_clients, "bits": TARGET_BITS,
+        "prg_stream_s": prg, "transform_s": full, "noise_s": noise_seconds, "online_s": online,
+        "transform_over_prg": full / prg, "online_over_prg": online / prg,
+        "noise_ns_per_value": noise_seconds / plan.dim * 1e9,
+    }
+
+
+def attack_row() -> dict[str, Any]:
+    """``secagg assess`` on secagg + ddp with two clients: the decoded sum's verdict and epsilon."""
+    from secagg.cli import main as cli
+
+    spec = f"ddp:eps={EPSILON:g},bits={TARGET_BITS}"
+    with tempfile.TemporaryDirectory() as out:
+        buffer = io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(buffer):
+            status = cli(["assess", "--protocol", "secagg", "--defense", spec, "--clients", "2",
+                          "--out", out, "--json", "--no-progress"])
+        seconds = time.perf_counter() - started
+    if status != 0:
+        return {"spec": spec, "error": f"secagg assess exited {status}"}
+    record = json.loads(buffer.getvalue())
+    rows = [r for r in record["rows"] if r["kind"] == "aggregate"]
+    return {
+        "spec": spec, "protocol": "secagg", "clients": 2, "seconds": seconds,
+        "rows": [{k: r[k] for k in ("observer", "attack", "psnr", "ssim", "baseline_psnr", "verdict",
+                                    "epsilon")} for r in rows],
+        "verdict": "exposed" if any(r["verdict"] == "exposed" for r in rows) else "not exposed",
+        "epsilon": min((r["epsilon"] for r in rows), default=None),
+        "bytes_per_param": record["defense_info"]["bytes_per_param"],
+    }
+
+
+def targets(rows: Sequence[dict[str, Any]], timing: dict[str, Any], attack: dict[str, Any] | None,
+            n_clients: int, n_params: int) -> dict[str, Any]:
+    ok = [r for r in rows if "error" not in r and r["noise"] == "dgauss" and r["clients"] == n_clients]
+    at_target = next((r for r in ok if r["bits"] == TARGET_BITS), None)
+    within = sorted(r["bits"] for r in ok if r["mse_ratio"] <= TARGET_MSE_RATIO)
+    return {
+        "configuration": {"clients": n_clients, "params": n_params, "epsilon": EPSILON, "delta": DELTA},
+        "bits_target": TARGET_BITS,
+        "mse_ratio_target": TARGET_MSE_RATIO,
+        "mse_ratio_at_16_bits": None if at_target is None else at_target["mse_ratio"],
+        "bytes_per_param_at_16_bits": None if at_target is None else at_target["bytes_per_param"],
+        "met_at_16_bits": bool(at_target and at_target["mse_ratio"] <= TARGET_MSE_RATIO
+                               and at_target["bytes_per_param"] <= TARGET_BITS / 8),
+        "smallest_bits_within_ratio": within[0] if within else None,
+        "client_time_target_ratio": TARGET_TIME_RATIO,
+        "client_transform_over_prg": timing["transform_over_prg"],
+        "client_online_over_prg": timing["online_over_prg"],
+        "client_time_met": timing["transform_over_prg"] <= TARGET_TIME_RATIO,
+        "attack_verdict": None if attack is None else attack.get("verdict"),
+        "attack_epsilon": None if attack is None else attack.get("epsilon"),
+    }
+
+
+def run(quick: bool = False, *, clients: int | None = None, params: int | None = None,
+        bits: Sequence[int] | None = None, time_params: int | None = None,
+        attack: bool | None = None) -> dict[str, Any]:
+    """The whole benchmark; ``quick`` shrinks every size and skips the attack."""
+    n_clients = clients or (QUICK_CLIENTS if quick else CLIENTS)
+    n_params = params or (QUICK_PARAMS if quick else PARAMS)
+    widths = tuple(bits or (QUICK_BITS if quick else BITS))
+    timing_params = time_params or (QUICK_TIME_PARAMS if quick else TIME_PARAMS)
+    started = time.perf_counter()
+    rows = [accuracy_row(b, n_clients, n_params) for b in widths]
+    sk_clients, sk_params = (4, 1024) if quick else (SKELLAM_CLIENTS, SKELLAM_PARAMS)
+    rows += [accuracy_row(TARGET_BITS, sk_clients, sk_params, noise=noise, seed=1)
+             for noise in ("dgauss", "skellam")]
+    timing = client_time(timing_params, n_clients)
+    attack_record = attack_row() if (attack if attack is not None else not quick) else None
+    return {
+        "benchmark": "ddp",
+        "environment": environment(),
+        # Timings share two cores with other work: the load says how much.
+        "load_average": list(os.getloadavg()),
+        "quick": quick,
+        "config": {"epsilon": EPSILON, "delta": DELTA, "clip": CLIP, "clients": n_clients,
+                   "params": n_params, "bits": list(widths), "time_params": timing_params,
+                   "k_stddevs": DistributedDP().k_stddevs, "pad": DistributedDP().pad},
+        "rows": rows,
+        "client_time": timing,
+        "attack": attack_record,
+        "targets": targets(rows, timing, attack_record, n_clients, n_params),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def plot(record: dict[str, Any], path: Path) -> Path | None:
+    cfg = record["config"]
+    rows = [r for r in record["rows"] if "error" not in r and r["noise"] == "dgauss"
+            and r["clients"] == cfg["clients"] and r["params"] == cfg["params"]]
+    if not rows:
+        return None
+    central = rows[0]["central_mse"]
+    series = {
+        "DDP (measured)": [(float(r["bits"]), r["mse"]) for r in rows],
+        "DDP (expected)": [(float(r["bits"]), r["expected_mse"]) for r in rows],
+        "central Gaussian": [(float(r["bits"]), central) for r in rows],
+        "1.5x central": [(float(r["bits"]), TARGET_MSE_RATIO * central) for r in rows],
+    }
+    title = f"DDP MSE vs bits, n={cfg['clients']} d={cfg['params']} eps={EPSILON:g}"
+    return loglog_png(path, series, title=title, xlabel="bits per value", ylabel="MSE per coordinate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, no attack")
+    parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--clients", type=int, default=None)
+    parser.add_argument("--params", type=lambda s: int(float(s)), default=None)
+    parser.add_argument("--bits", type=int_list, default=None)
+    parser.add_argument("--time-params", type=lambda s: int(float(s)), default=None)
+    parser.add_argument("--no-attack", action="store_true")
+    args = parser.parse_args(argv)
+    record = run(args.quick, clients=args.clients, params=args.params, bits=args.bits,
+                 time_params=args.time_params, attack=False if args.no_attack else None)
+    out = Path(args.out)
+    path = write_json(out / "ddp.json", record)
+    png = plot(record, out / "ddp.png")
+    for row in record["rows"]:
+        if "error" in row:
+            print(f"{row['noise']:<8} n={row['clients']:<4} d={row['params']:<7} bits={row['bits']:<3} "
+                  f"{row['error']}")
+        else:
+            print(f"{row['noise']:<8} n={row['clients']:<4} d={row['params']:<7} bits={row['bits']:<3} "
+                  f"{row['bytes_per_param']:.3g} B/param  eps={row['epsilon']:.3f}  mse={row['mse']:.4g}  "
+                  f"central={row['central_mse']:.4g}  ratio={row['mse_ratio']:.3f}")
+    timing = record["client_time"]
+    print(f"client at {timing['params']} params: transform {timing['transform_s']:.3f} s, online "
+          f"{timing['online_s']:.3f} s, PRG stream {timing['prg_stream_s']:.4f} s "
+          f"(x{timing['transform_over_prg']:.0f}, online x{timing['online_over_prg']:.0f})")
+    if record["attack"]:
+        print(f"attack: {record['attack']}")
+    print(json.dumps(record["targets"], indent=1))
+    print(f"JSON {path}" + (f"  PNG {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
