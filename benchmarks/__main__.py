@@ -51,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "attacks",
     "defenses",
     "aggregate_leakage",
+    "malicious",
     "flower",
     "ddp",
 )

@@ -186,6 +186,27 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             runs.append(dataclasses.replace(run, defense_info=info))
             reconstructions[label] = recon
 
+    malicious_rows: list[dict[str, Any]] = []
+    malicious_images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if settings.malicious:
+        from leakage.app.malicious import EVALUATE_PROTOCOLS, evaluate_malicious
+
+        malicious_rows, malicious_images = evaluate_malicious(
+            settings.malicious,
+            settings.malicious_protocols or EVALUATE_PROTOCOLS,
+            clients=settings.clients,
+            batch=settings.batch,
+            model=settings.model,
+            resolution=settings.image_size,
+            iterations=budget.iterations,
+            inversion=settings.attacks[:1],
+            quick=settings.quick,
+            seed=settings.seed,
+            device=settings.device,
+            max_protocol_seconds=settings.max_protocol_seconds,
+            log=log,
+        )
+
     points, curve_notes = cost_curve(
         names,
         settings.sizes(),
@@ -221,12 +242,17 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         runs=tuple(runs),
         cost_curve=tuple(points),
         cost_curve_notes=tuple(curve_notes),
+        malicious=tuple(malicious_rows),
     )
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     record.write(out / "results.json")
     write_report(
-        out / "report.html", record.as_dict(), originals=sim.originals, reconstructions=reconstructions
+        out / "report.html",
+        record.as_dict(),
+        originals=sim.originals,
+        reconstructions=reconstructions,
+        malicious_images=malicious_images,
     )
     log(f"wrote {out / 'report.html'} and {out / 'results.json'} in {record.wall_seconds:.0f} s")
     return record

@@ -179,6 +179,8 @@ class EvaluateRecord:
     runs: tuple[RunRecord, ...]
     cost_curve: tuple[CostPoint, ...] = ()
     cost_curve_notes: tuple[str, ...] = ()
+    # Rows of the "server that deviates" section (leakage.app.malicious.evaluate_malicious).
+    malicious: tuple[Mapping[str, Any], ...] = ()
     schema: str = SCHEMA
 
     def run(self, name: str) -> RunRecord:
@@ -200,6 +202,7 @@ class EvaluateRecord:
             "rows": [row for run in runs for row in run["rows"]],
             "cost_curve": [p.as_dict() for p in self.cost_curve],
             "cost_curve_notes": list(self.cost_curve_notes),
+            "malicious": [dict(row) for row in self.malicious],
         }
 
     def to_json(self) -> str:

@@ -291,3 +291,20 @@ def test_binding_stops_inconsistency_but_not_imprint(name: str) -> None:
     assert bound["recovered"] == 0 and bound["verdict"] == "not exposed" and bound["target_cosine"] is None
     imprint = run_malicious(MaliciousSettings(attack="imprint", defense="bind", bins=16, **common))["row"]  # type: ignore[arg-type]
     assert imprint["error"] is None and imprint["recovered"] >= 1 and imprint["verdict"] == "exposed"
+
+
+def test_evaluate_section_runs_each_defence_and_renders() -> None:
+    from leakage.app.malicious import evaluate_malicious
+    from leakage.app.report import _malicious
+
+    rows, images = evaluate_malicious(
+        ["inconsistency"], ["two-server"], clients=3, batch=1, model="mlp", resolution=8, iterations=None,
+        inversion=("analytic",), quick=True, seed=0, device="cpu", max_protocol_seconds=60.0,
+    )  # fmt: skip
+    assert [r["defense"] for r in rows] == [None, "bind", "vet"]
+    assert rows[0]["verdict"] == "exposed" and rows[1]["recovered"] == rows[2]["recovered"] == 0
+    assert rows[1]["error"].startswith("ModelBindingError")
+    assert set(rows[2]["refused"]) == {"1", "2"}  # the suppressed clients refuse; the target alone is too few
+    assert list(images) == ["two-server/inconsistency"]
+    html = _malicious(rows, images)
+    assert "A server that deviates" in html and html.count("<tr>") == 4 and "data:image/png" in html
