@@ -32,6 +32,7 @@ reconstruction through ``secagg``, first 32 images).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,14 @@ QUICK: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _say(message: str) -> None:
+    print(f"[malicious {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def _row(settings: Any) -> dict[str, Any]:
     from leakage.app.malicious import as_json, run_malicious
 
+    _say(f"{settings.attack} via {settings.protocol} (defence {settings.defense or 'none'})")
     return as_json(run_malicious(settings))
 
 
@@ -67,6 +73,7 @@ def imprint_rows(grid: dict[str, Any], quick: bool) -> tuple[list[dict[str, Any]
                 attack="imprint", protocol=name, clients=grid["clients"], batch=grid["batch"],
                 resolution=grid["resolution"], bins=grid["bins"], seed=seed, quick=quick,
             )  # fmt: skip
+            _say(f"imprint via {name}, seed {seed}")
             record = run_malicious(settings)
             from leakage.app.malicious import as_json
 
@@ -110,7 +117,9 @@ def bind_rows(quick: bool) -> list[dict[str, Any]]:
     from leakage.app.malicious import MaliciousSettings
 
     rows = []
-    common: dict[str, Any] = {"clients": 3, "batch": 1, "model": "mlp", "resolution": 8, "quick": True}
+    common: dict[str, Any] = {
+        "clients": 3, "batch": 1, "model": "mlp", "width": 16, "resolution": 8, "quick": True,
+    }  # fmt: skip
     for name in protocols.available():
         for attack in ("inconsistency", "imprint"):
             for defense in (None, "bind"):
@@ -181,6 +190,7 @@ def binding_cost(n_params: int, quick: bool) -> list[dict[str, Any]]:
     digest = b"\x5a" * 32
     for name in protocols.available():
         cls = protocols.get(name)
+        _say(f"binding cost via {name}")
         protocol = cls(**cls.fast_config)
         updates = [np.random.default_rng(i).uniform(-0.5, 0.5, n_params) for i in range(4)]
         weights = [1.0] * 4 if cls.aggregate_kind == "weighted_mean" else None
@@ -221,28 +231,27 @@ def run(quick: bool = False, out: Path | str = "bench-out", seeds: int | None = 
         "quick": quick,
         "grid": grid,
     }
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
     rows, summary, picture = imprint_rows(grid, quick)
     record["imprint"] = {"rows": rows, "summary": summary}
     from leakage.app.malicious import MaliciousSettings
 
-    record["trap"] = _row(
-        MaliciousSettings(
-            attack="trap",
-            protocol="secagg",
-            clients=grid["clients"],
-            batch=grid["batch"],
-            resolution=grid["resolution"],
-            trap_rows=grid["trap_rows"],
-            quick=quick,
-        )  # fmt: skip
+    trap = MaliciousSettings(
+        attack="trap", protocol="secagg", clients=grid["clients"], batch=grid["batch"],
+        resolution=grid["resolution"], trap_rows=grid["trap_rows"], quick=quick,
+    )  # fmt: skip
+    record["trap"] = _row(trap)
+    sections: tuple[tuple[str, Any], ...] = (
+        ("vet", vet_rows),
+        ("bind", lambda: bind_rows(quick)),
+        ("binding_cost", lambda: binding_cost(grid["cost_params"], quick)),
+        ("inconsistency", lambda: inconsistency_rows(grid, quick)),
     )
-    record["inconsistency"] = inconsistency_rows(grid, quick)
-    record["bind"] = bind_rows(quick)
-    record["vet"] = vet_rows()
-    record["binding_cost"] = binding_cost(grid["cost_params"], quick)
+    for key, section in sections:
+        write_json(target / "malicious.json", record)  # what is done so far survives a crash
+        record[key] = section()
     record["seconds"] = time.perf_counter() - started
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
     if picture is not None:
         from leakage.png import encode_png, image_grid
 

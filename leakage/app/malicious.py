@@ -67,6 +67,7 @@ class MaliciousSettings:
     batch: int = 8
     defense: str | None = None
     model: str = "lenet"
+    width: int | None = None  # mlp hidden width / convnet channels (None: the model's default)
     resolution: int = 32
     bins: int = 256
     trap_rows: int = 512
@@ -264,6 +265,7 @@ def run_malicious(
         in_channels=int(data.pool.shape[1]),
         image_size=settings.resolution,
         seed=settings.seed,
+        width=settings.width,
     )
     models = craft(settings, base, data)
     started = time.perf_counter()

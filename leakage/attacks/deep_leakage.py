@@ -86,7 +86,9 @@ def lane_layers(model: nn.Module) -> list[nn.Module] | None:
         return None
     for layer in layers:
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            if layer.bias is None:
+            # A bias held fixed (a buffer, e.g. the malicious server's trusted view) has no
+            # gradient to match: the lane pass assumes one per layer.
+            if not isinstance(layer.bias, nn.Parameter):
                 return None
         elif not isinstance(layer, _ELEMENTWISE):
             return None
