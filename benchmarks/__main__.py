@@ -10,9 +10,14 @@ raises is recorded with its error and the rest go on), then the protocol cost sw
 ``--out``:
 
 - ``<module>.json``: each module's own record;
-- ``bench.json``: ``{"benchmark": "all", "environment", "quick", "modules": {name:
-  {"status": "ok" | "error", "seconds", "json", "note"}}, "costs": <the
-  costs record: grid, rows, skipped>, "plots": [file names]}``;
+- ``bench.json``: ``{"schema": "secagg-bench/2", "benchmark": "all", "environment",
+  "quick", "modules": {name: {"status": "ok" | "error", "seconds", "json", "note"}},
+  "costs": <the costs record: grid, rows, skipped>, "plots": [file names]}``; each
+  cost row carries :class:`secagg.costs.RoundCosts` under its names (``client_s``,
+  ``server_s``, ...: the names of ``secagg aggregate --json`` and ``results.json``).
+  Version 2 (from the unversioned 1): every measure has that one name in every
+  module's JSON (``server_aggregate_s`` is ``server_s``, ``client_encode_s`` is
+  ``client_s``), and cost rows carry the whole record;
 - ``bench.csv``: the cost sweep, one row per protocol x parameters x clients, columns
   :data:`benchmarks.costs.CSV_COLUMNS` (ratios against ``plaintext-fedsgd`` measured
   at the same point of the same run);
@@ -36,6 +41,7 @@ from typing import Any
 
 from benchmarks.common import environment, int_list, write_csv, write_json
 
+BENCH_SCHEMA = "secagg-bench/2"
 MODULES: tuple[str, ...] = (
     "encoding",
     "paillier",
@@ -45,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "attacks",
     "defenses",
     "aggregate_leakage",
+    "malicious",
     "flower",
     "ddp",
 )
@@ -173,6 +180,7 @@ def run_all(
         }
         plots = plot_costs(cost_record, out)
     record = {
+        "schema": BENCH_SCHEMA,
         "benchmark": "all",
         "environment": environment(),
         "quick": quick,

@@ -31,10 +31,13 @@ Verdict per observation (:func:`decide`):
   A ``not exposed`` row with ``beats_random`` false is "no better than a random
   vector"; one with ``beats_random`` true is a partial leak worth reading.
 
-Budget: the full attack set runs on observables that look like gradients (structure
-score >= 0.9: plaintext, decoded aggregates, colluding reconstructions); observables
-that do not (ciphertexts, masked shares) get a cheap check — the first attack at
-``cheap_iterations`` — compared against the baseline at that same count.
+Budget: every observable — plaintext, decoded aggregates, colluding reconstructions,
+ciphertexts and masked shares alike — gets every applicable attack at the same budget
+(:func:`observable_budget`: ``iterations`` steps per image it hides, ``restarts`` draws,
+the same seed), so a "not exposed" row rests on the attack that recovers the plaintext,
+and each row carries its budget. All jobs of one attack with one batch size and budget
+run as one batched computation, and each random-vector baseline is computed once per
+(model, attack, batch, budget, scale octave) for the whole run.
 
 Uniformity (:func:`byte_uniformity`): a chi-square test of the payload's byte
 histogram against uniform (255 degrees of freedom, Wilson-Hilferty p-value, pass at
@@ -54,7 +57,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from leakage.attacks import ATTACK_NAMES, ATTACKS, Applicability, FedAvgSpec, gradient_from_vector, run_attack
+from leakage.attacks import (
+    ATTACK_NAMES,
+    ATTACKS,
+    Applicability,
+    AttackRequest,
+    FedAvgSpec,
+    gradient_from_vector,
+)
 from leakage.attacks.common import last_linear_gradients
 from leakage.errors import AttackConfigError, LeakageError, ShapeMismatchError
 from leakage.metrics import RECOVERED_PSNR_DB, match, mse, psnr_from_mse, ssim
@@ -85,17 +95,16 @@ ProgressFn = Callable[[str], None]
 class Budget:
     """How much attacking to do.
 
-    ``attacks``: names from :data:`leakage.attacks.ATTACKS`, run in full on
-    gradient-like observables; ``iterations``: their step count (None: each attack's
-    default); ``cheap_iterations``: the step count of the cheap check on ciphertext-like
-    observables (first applicable attack only); ``baseline_seeds``: random vectors the
-    baseline attack runs on; ``restarts``: restarts per attack run.
+    ``attacks``: names from :data:`leakage.attacks.ATTACKS`, run on every observable;
+    ``iterations``: their step count per image the observable hides (None: each attack's
+    default); ``aggregate_iterations``: a fixed count for multi-image observables instead
+    (None: scaled with the images); ``baseline_seeds``: random vectors the baseline attack
+    runs on; ``restarts``: draws per attack run (L-BFGS attacks run them side by side).
     """
 
     attacks: tuple[str, ...] = ("idlg",)
     iterations: int | None = 200
     aggregate_iterations: int | None = None  # None: ``iterations``
-    cheap_iterations: int = 10
     baseline_seeds: int = 3
     restarts: int = 1
     threshold_db: float = RECOVERED_PSNR_DB
@@ -114,10 +123,9 @@ class Budget:
         ):
             if value is not None and value < 1:
                 raise AttackConfigError(f"{label} must be >= 1 or None, got {value}")
-        if self.cheap_iterations < 1 or self.baseline_seeds < 1 or self.restarts < 1:
+        if self.baseline_seeds < 1 or self.restarts < 1:
             raise AttackConfigError(
-                f"expected cheap_iterations, baseline_seeds, restarts >= 1, got "
-                f"{self.cheap_iterations}, {self.baseline_seeds}, {self.restarts}"
+                f"expected baseline_seeds, restarts >= 1, got {self.baseline_seeds}, {self.restarts}"
             )
         if not math.isfinite(self.threshold_db):
             raise AttackConfigError(f"threshold_db must be finite, got {self.threshold_db}")
@@ -175,7 +183,9 @@ class AssessmentRow:
     reason: str
     iterations: int
     seconds: float
-    full_attack: bool
+    full_attack: bool  # always true now: every observable gets the full budget
+    budget: int  # steps per draw this attack was given (its budget; ``iterations``: steps run)
+    restarts: int  # draws it was given
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -358,7 +368,23 @@ def _score(result: Any, originals: torch.Tensor, labels: torch.Tensor) -> _Score
     )
 
 
+@dataclass(eq=False)
+class _Job:
+    """One attack run to make: ``name`` on ``gradient`` (a candidate or a random vector)."""
+
+    name: str
+    gradient: Sequence[torch.Tensor]
+    batch: int
+    iterations: int
+    seed: int
+    result: Any = None
+
+
 class _Attacker:
+    """Runs attack jobs, batched: every job of one attack with the same batch size and step
+    budget goes into one computation (:meth:`leakage.attacks.Attack.run_batch`), so a
+    round's observables and its random baselines share one L-BFGS solve."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -367,7 +393,7 @@ class _Attacker:
         input_shape: tuple[int, int, int],
         num_classes: int,
         progress: ProgressFn | None,
-        baseline_cache: dict[tuple[Any, ...], list[float]] | None = None,
+        baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
         steps: Callable[[int, int], None] | None = None,
     ) -> None:
         self.model = model
@@ -377,35 +403,40 @@ class _Attacker:
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.progress = progress
-        # Shared across assessments of one model: the same truth, attack, step count and
-        # scale give the same random-vector baseline, whichever protocol carried the data.
+        # Random-vector reconstructions, once per (model, attack, batch, budget, scale
+        # octave) for the whole run: they are scored against each observable's truth.
         self._baselines = baseline_cache if baseline_cache is not None else {}
 
-    def attack(
-        self,
-        name: str,
-        gradient: Sequence[torch.Tensor],
-        batch: int,
-        iterations: int | None,
-        seed: int,
-        label: str = "",
-    ) -> Any:
+    def run(self, jobs: Sequence[_Job], what: str) -> None:
+        """Fill every job's ``result`` (an AttackResult, or the LeakageError it raised)."""
+        groups: dict[tuple[str, int, int], list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault((job.name, job.batch, job.iterations), []).append(job)
         fedavg = self.update.fedavg
-        observed = ATTACKS[name].prepare(gradient, fedavg)
-        return run_attack(
-            name,
-            self.model,
-            observed,
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-            batch_size=batch,
-            iterations=iterations,
-            device=self.budget.device,
-            seed=seed,
-            restarts=self.budget.restarts,
-            fedavg=fedavg,
-            progress=self._bar(label or name),
-        )
+        for (name, batch, iterations), members in groups.items():
+            attack = ATTACKS[name]
+            if self.progress is not None:
+                self.progress(
+                    f"{what}: {name} on {len(members)} {'vector' if len(members) == 1 else 'vectors'}"
+                    f" (batch {batch}, {iterations} steps x {self.budget.restarts} restarts"
+                    f"{', batched' if attack.run_many is not None and len(members) > 1 else ''})"
+                )
+            requests = [
+                AttackRequest(
+                    model=self.model, observed=attack.prepare(job.gradient, fedavg),
+                    input_shape=self.input_shape, num_classes=self.num_classes, batch_size=batch,
+                    iterations=iterations, device=self.budget.device, seed=job.seed,
+                    restarts=self.budget.restarts, fedavg=fedavg, tv_weight=0.2,
+                    progress=self._bar(f"{name} x {len(members)}"),
+                )
+                for job in members
+            ]
+            try:
+                results: list[Any] = attack.run_batch(requests)
+            except LeakageError as exc:
+                results = [exc] * len(members)
+            for job, result in zip(members, results):
+                job.result = result
 
     def _bar(self, label: str) -> Any:
         if self.steps is None:
@@ -415,43 +446,32 @@ class _Attacker:
             restart(f"  {label}")
         return self.steps
 
-    def baseline(
-        self,
-        name: str,
-        gradient: Sequence[torch.Tensor],
-        originals: torch.Tensor,
-        labels: torch.Tensor,
-        iterations: int | None,
-        truth_key: tuple[int, ...],
-    ) -> list[float]:
+    def baseline_key(self, name: str, gradient: Sequence[torch.Tensor], batch: int,
+                     iterations: int) -> tuple[Any, ...]:
         norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in gradient)) or 1.0
         # Per norm octave: the baseline's scale is the candidate's, to within a factor of 2.
-        key = (
-            id(self.model),
-            name,
-            iterations,
-            truth_key,
-            round(math.log2(norm)),
-            self.budget.seed,
-            self.budget.baseline_seeds,
-            self.budget.restarts,
-            self.budget.device,
-        )
-        if key not in self._baselines:
-            scores = []
-            for seed in range(self.budget.baseline_seeds):
-                noise = random_like(gradient, 10_000 + seed)
-                result = self.attack(
-                    name,
-                    noise,
-                    originals.shape[0],
-                    iterations,
-                    self.budget.seed + seed,
-                    label=f"{name} on random vector {seed + 1}/{self.budget.baseline_seeds}",
-                )
-                scores.append(_score(result, originals, labels).psnr_best)
-            self._baselines[key] = scores
-        return self._baselines[key]
+        return (id(self.model), name, batch, iterations, round(math.log2(norm)), self.budget.seed,
+                self.budget.baseline_seeds, self.budget.restarts, self.budget.device)
+
+    def baselines(self, needed: Mapping[tuple[Any, ...], tuple[str, Sequence[torch.Tensor], int, int]],
+                  what: str) -> None:
+        """Reconstruct from ``baseline_seeds`` random vectors for every key not yet cached."""
+        jobs: dict[tuple[Any, ...], list[_Job]] = {}
+        for key, (name, gradient, batch, iterations) in needed.items():
+            if key in self._baselines:
+                continue
+            jobs[key] = [
+                _Job(name, random_like(gradient, 10_000 + seed), batch, iterations, self.budget.seed + seed)
+                for seed in range(self.budget.baseline_seeds)
+            ]
+        if jobs:
+            self.run([job for group in jobs.values() for job in group], f"{what} random baselines")
+        for key, group in jobs.items():
+            self._baselines[key] = [job.result for job in group if not isinstance(job.result, Exception)]
+
+    def baseline_scores(self, key: tuple[Any, ...], originals: torch.Tensor,
+                        labels: torch.Tensor) -> list[float]:
+        return [_score(result, originals, labels).psnr_best for result in self._baselines.get(key, [])]
 
 
 @dataclass(frozen=True, eq=False)
@@ -529,6 +549,7 @@ def assess(
         steps,  # type: ignore[arg-type]
     )
     out = Assessment(label)
+    plans: list[_Plan] = []
     for target in _targets(observations, update, w_before):
         observation = target.observation
         if observation.payload:
@@ -556,7 +577,10 @@ def assess(
         if target.candidate is None:
             out.notes.append(f"{observation.observer}: {observation.name} not attacked ({observation.note})")
             continue
-        _attack_observable(out, attacker, target, truth, budget, update)
+        plan = _plan_observable(out, attacker, target, truth, budget, update)
+        if plan is not None:
+            plans.append(plan)
+    _attack_plans(out, attacker, plans, budget, label)
     return out
 
 
@@ -570,14 +594,39 @@ def _infer_classes(model: nn.Module) -> int:
     return int(last.out_features)
 
 
-def _attack_observable(
+@dataclass(eq=False)
+class _Plan:
+    """One observable ready to attack: its candidate as a gradient, its truth (for scoring
+    only), the attacks that apply and their jobs."""
+
+    target: _Target
+    gradient: list[torch.Tensor]
+    originals: torch.Tensor
+    labels: torch.Tensor
+    structure: float
+    iterations: int
+    jobs: list[_Job]
+
+
+def observable_budget(budget: Budget, batch: int, default: int) -> int:
+    """Steps for an observable that depends on ``batch`` images: the per-image budget
+    (``iterations``, or the attack's ``default``), times the images it hides unless
+    ``aggregate_iterations`` fixes it. Every observable gets it, whatever it looks like:
+    a ciphertext or a masked share is attacked as hard as the plaintext it hides."""
+    per_image = budget.iterations if budget.iterations is not None else default
+    if batch > 1 and budget.aggregate_iterations is not None:
+        return budget.aggregate_iterations
+    return per_image * batch
+
+
+def _plan_observable(
     out: Assessment,
     attacker: _Attacker,
     target: _Target,
     truth: ClientData,
     budget: Budget,
     update: UpdateKind,
-) -> None:
+) -> _Plan | None:
     observable = target.observation
     if target.candidate is None:  # the caller checked; kept explicit for -O
         raise AttackConfigError(f"observation {observable.name!r} has no candidate update to attack")
@@ -585,57 +634,74 @@ def _attack_observable(
     batch = int(originals.shape[0])
     gradient = gradient_from_vector(attacker.model, target.candidate)
     structure = gradient_structure(attacker.model, gradient)
-    full = structure >= STRUCTURED
     names = [a for a in budget.attacks if _applicable(a, attacker.model, batch, update)]
     if not names:
         out.notes.append(f"{observable.observer}: {observable.name}: none of {budget.attacks} applies")
-        return
-    iterations = budget.iterations if full else budget.cheap_iterations
-    if full and batch > 1 and budget.aggregate_iterations is not None:
-        iterations = budget.aggregate_iterations
-    if not full:
-        names = names[:1]
-    for name in names:
-        if attacker.progress is not None:
-            attacker.progress(
-                f"{out.protocol}: {observable.observer} / {observable.name}: {name} "
-                f"({'full' if full else 'cheap check'}, {iterations or 'default'} steps)"
+        return None
+    jobs = [
+        _Job(name, gradient, batch, observable_budget(budget, batch, ATTACKS[name].default_iterations),
+             budget.seed)
+        for name in names
+    ]
+    return _Plan(target, gradient, originals, labels, structure, max(j.iterations for j in jobs), jobs)
+
+
+def _attack_plans(
+    out: Assessment, attacker: _Attacker, plans: Sequence[_Plan], budget: Budget, label: str
+) -> None:
+    """Run every plan's jobs batched, then the baselines the unrecovered ones need, then
+    score and decide (rows in observation order, attacks in budget order)."""
+    attacker.run([job for plan in plans for job in plan.jobs], label or "assessment")
+    scored: dict[int, _Scored] = {}
+    needed: dict[tuple[Any, ...], tuple[str, Sequence[torch.Tensor], int, int]] = {}
+    for plan in plans:
+        for job in plan.jobs:
+            if isinstance(job.result, Exception):
+                continue
+            scored[id(job)] = _score(job.result, plan.originals, plan.labels)
+            if scored[id(job)].psnr_best < budget.threshold_db:
+                key = attacker.baseline_key(job.name, plan.gradient, job.batch, job.iterations)
+                needed.setdefault(key, (job.name, plan.gradient, job.batch, job.iterations))
+    attacker.baselines(needed, label or "assessment")
+    for plan in plans:
+        observable = plan.target.observation
+        for job in plan.jobs:
+            if isinstance(job.result, Exception):
+                out.notes.append(f"{observable.observer}: {observable.name}: {job.name} failed: {job.result}")
+                continue
+            result = scored[id(job)]
+            baseline: list[float] = []
+            if result.psnr_best < budget.threshold_db:
+                key = attacker.baseline_key(job.name, plan.gradient, job.batch, job.iterations)
+                baseline = attacker.baseline_scores(key, plan.originals, plan.labels)
+            verdict, reason, beats = decide(
+                psnr=result.psnr_best,
+                label_accuracy=result.label_accuracy,
+                structure=plan.structure,
+                baseline_psnrs=baseline,
+                threshold_db=budget.threshold_db,
             )
-        try:
-            result = attacker.attack(name, gradient, batch, iterations, budget.seed)
-        except LeakageError as exc:
-            out.notes.append(f"{observable.observer}: {observable.name}: {name} failed: {exc}")
-            continue
-        scored = _score(result, originals, labels)
-        baseline: list[float] = []
-        if scored.psnr_best < budget.threshold_db:
-            baseline = attacker.baseline(name, gradient, originals, labels, iterations, observable.clients)
-        verdict, reason, beats = decide(
-            psnr=scored.psnr_best,
-            label_accuracy=scored.label_accuracy,
-            structure=structure,
-            baseline_psnrs=baseline,
-            threshold_db=budget.threshold_db,
-        )
-        row = AssessmentRow(
-            protocol=out.protocol,
-            observer=observable.observer,
-            observable=observable.name,
-            kind=target.kind,
-            attack=name,
-            psnr=scored.psnr_best,
-            psnr_mean=scored.psnr_mean,
-            ssim=scored.ssim,
-            label_accuracy=scored.label_accuracy,
-            structure=structure,
-            baseline_psnr=max(baseline) if baseline else None,
-            beats_random=beats,
-            verdict=verdict,
-            reason=reason,
-            iterations=scored.iterations,
-            seconds=scored.seconds,
-            full_attack=full,
-            note=observable.note,
-        )
-        out.reconstructions[len(out.rows)] = scored.images
-        out.rows.append(row)
+            row = AssessmentRow(
+                protocol=out.protocol,
+                observer=observable.observer,
+                observable=observable.name,
+                kind=plan.target.kind,
+                attack=job.name,
+                psnr=result.psnr_best,
+                psnr_mean=result.psnr_mean,
+                ssim=result.ssim,
+                label_accuracy=result.label_accuracy,
+                structure=plan.structure,
+                baseline_psnr=max(baseline) if baseline else None,
+                beats_random=beats,
+                verdict=verdict,
+                reason=reason,
+                iterations=result.iterations,
+                seconds=result.seconds,
+                full_attack=True,
+                budget=job.iterations,
+                restarts=budget.restarts,
+                note=observable.note,
+            )
+            out.reconstructions[len(out.rows)] = result.images
+            out.rows.append(row)

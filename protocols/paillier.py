@@ -1176,6 +1176,7 @@ class _PaillierBase(Protocol[PaillierConfig]):
     Config = PaillierConfig
     naive: ClassVar[bool] = False
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # The key holder's node deals: it holds the secret key anyway, and the client
     # parties it deals carry only the public key.
     provisioning = "dealer"

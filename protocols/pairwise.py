@@ -1459,6 +1459,7 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     fast_config: ClassVar[dict[str, Any]] = {}
     Config = PairwiseConfig
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"

@@ -586,6 +586,7 @@ class TwoServer(Protocol[TwoServerConfig]):
     summary = "additive shares to two non-colluding servers; B's share is a sealed 32-byte PRF seed"
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
+    frac_bits_field = "frac_bits"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
     state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)

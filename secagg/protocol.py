@@ -10,7 +10,8 @@ no consumer reaches into a protocol's module or configuration:
   and the revealed aggregate as :class:`secagg.observe.Observation` records) and
   :meth:`Protocol.collude` (what servers that pool their views recover; none by default);
 - the public fixed-point codec of a round (:meth:`Protocol.codec_for`) and the accepted
-  input range (:attr:`Protocol.input_bound`, :meth:`Protocol.with_input_bound`);
+  input range (:attr:`Protocol.input_bound`, :meth:`Protocol.with_input_bound`,
+  :meth:`Protocol.with_integer_inputs`);
 - whether it is the unprotected baseline (:attr:`Protocol.is_baseline`);
 - how a distributed runtime provisions its parties (:attr:`Protocol.provisioning`) and
   which secrets each server holds by design (:attr:`Protocol.server_secrets`).
@@ -100,6 +101,9 @@ class Protocol(Generic[C]):
     is_baseline: ClassVar[bool] = False
     # The config field that bounds |x| of every input (None: inputs are unbounded).
     input_bound_field: ClassVar[str | None] = None
+    # The config field holding the fractional bits of its fixed-point codec (None: no such
+    # codec, or none the configuration sets).
+    frac_bits_field: ClassVar[str | None] = None
     provisioning: ClassVar[Provisioning] = "dealer"
     # Secret holdings each server has by design (by party id): anything else a server
     # declares secret breaks the holdings contract.
@@ -171,6 +175,20 @@ class Protocol(Generic[C]):
             return self
         config = dataclasses.replace(self.config, **{self.input_bound_field: float(bound)})  # type: ignore[type-var]
         return type(self)(config)
+
+    def with_integer_inputs(self: P, bound: float) -> P:
+        """This protocol set up for inputs that are integers in [-bound, bound] (e.g. the
+        ring integers of distributed DP): the input bound set and, where the protocol encodes
+        fixed point, 0 fractional bits, so the integers travel exactly. Both change at once,
+        so a bound that only fits with 0 fractional bits is accepted."""
+        overrides: dict[str, Any] = {}
+        if self.input_bound_field is not None:
+            overrides[self.input_bound_field] = float(bound)
+        if self.frac_bits_field is not None:
+            overrides[self.frac_bits_field] = 0
+        if not overrides:
+            return self
+        return type(self)(dataclasses.replace(self.config, **overrides))  # type: ignore[type-var]
 
     def state_codec(self) -> StateCodec:
         """The codec that turns this protocol's parties into bytes and back (:mod:`secagg.state`)."""

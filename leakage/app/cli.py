@@ -121,6 +121,19 @@ def register(subparsers: Any) -> None:
         default=None,
         help="comma-separated model sizes of the cost plot (default 1e3,1e4,1e5; --quick 1e3,4e3)",
     )
+    evaluate.add_argument(
+        "--malicious",
+        type=_csv,
+        default=(),
+        help="server attacks for the 'server that deviates' section: inconsistency,imprint,trap "
+        "(default none); each runs with no defence, with model binding and with vetting",
+    )
+    evaluate.add_argument(
+        "--malicious-protocols",
+        type=_csv,
+        default=None,
+        help="protocols of that section (default plaintext-fedsgd,paillier,ckks,two-server,secagg)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print results.json's content on stdout")
     evaluate.set_defaults(handler=handle_evaluate)
 
@@ -192,6 +205,8 @@ def handle_evaluate(args: argparse.Namespace) -> int:
             out=Path(args.out),
             max_protocol_seconds=args.max_protocol_seconds,
             cost_sizes=args.cost_sizes,
+            malicious=args.malicious,
+            malicious_protocols=args.malicious_protocols,
         )
         record = evaluate(settings)
     except (LeakageError, SecAggError) as error:

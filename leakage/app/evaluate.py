@@ -31,7 +31,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,10 @@ from leakage.app.settings import DEFAULT_DEFENSES, Log, Settings, StepBar
 from leakage.app.simulation import Simulation, configure_device, environment, simulate
 from leakage.app.sweep import cost_curve
 from leakage.assess import Budget, UpdateKind, assess
+
+if TYPE_CHECKING:  # the attack lab imports no secagg at run time
+    from secagg.protocol import Protocol
+    from secagg.round import RoundResult
 
 __all__ = [
     "DEFAULT_DEFENSES",
@@ -68,7 +72,7 @@ def build_protocol(
     quick: bool,
     max_seconds: float,
     log: Callable[[str], None],
-) -> tuple[Any, str]:
+) -> tuple[Protocol[Any], str]:
     """The protocol instance for ``name`` and a note saying which configuration it got
     (:func:`secagg.costs.choose_config` over these updates)."""
     import protocols
@@ -89,8 +93,8 @@ def build_protocol(
     return choice.protocol, note
 
 
-def _threat(cls: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cls.threat_model)
+def _threat(protocol: Protocol[Any]) -> dict[str, Any]:
+    return dataclasses.asdict(protocol.threat_model)
 
 
 def evaluate(settings: Settings) -> EvaluateRecord:
@@ -118,7 +122,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
 
     runs: list[RunRecord] = []
     reconstructions: dict[str, dict[int, torch.Tensor]] = {}
-    baselines: dict[tuple[Any, ...], list[float]] = {}
+    baselines: dict[tuple[Any, ...], list[Any]] = {}
     bar = StepBar("", enabled=settings.progress) if settings.progress else None
     for name in names:
         cls = protocols.get(name)
@@ -182,6 +186,27 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             runs.append(dataclasses.replace(run, defense_info=info))
             reconstructions[label] = recon
 
+    malicious_rows: list[dict[str, Any]] = []
+    malicious_images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if settings.malicious:
+        from leakage.app.malicious import EVALUATE_PROTOCOLS, evaluate_malicious
+
+        malicious_rows, malicious_images = evaluate_malicious(
+            settings.malicious,
+            settings.malicious_protocols or EVALUATE_PROTOCOLS,
+            clients=settings.clients,
+            batch=settings.batch,
+            model=settings.model,
+            resolution=settings.image_size,
+            iterations=budget.iterations,
+            inversion=settings.attacks[:1],
+            quick=settings.quick,
+            seed=settings.seed,
+            device=settings.device,
+            max_protocol_seconds=settings.max_protocol_seconds,
+            log=log,
+        )
+
     points, curve_notes = cost_curve(
         names,
         settings.sizes(),
@@ -203,7 +228,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             "attacks": list(settings.attacks),
             "iterations": budget.iterations,
             "aggregate_iterations": budget.aggregate_iterations,
-            "cheap_iterations": budget.cheap_iterations,
+            "restarts": budget.restarts,
             "baseline_seeds": budget.baseline_seeds,
             "threshold_db": budget.threshold_db,
             "lr": settings.lr,
@@ -217,12 +242,17 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         runs=tuple(runs),
         cost_curve=tuple(points),
         cost_curve_notes=tuple(curve_notes),
+        malicious=tuple(malicious_rows),
     )
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     record.write(out / "results.json")
     write_report(
-        out / "report.html", record.as_dict(), originals=sim.originals, reconstructions=reconstructions
+        out / "report.html",
+        record.as_dict(),
+        originals=sim.originals,
+        reconstructions=reconstructions,
+        malicious_images=malicious_images,
     )
     log(f"wrote {out / 'report.html'} and {out / 'results.json'} in {record.wall_seconds:.0f} s")
     return record
@@ -230,7 +260,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
 
 def run_protocol(
     label: str,
-    protocol: Any,
+    protocol: Protocol[Any],
     updates: Sequence[np.ndarray],
     weights: Sequence[float] | None,
     update_kind: UpdateKind,
@@ -242,7 +272,7 @@ def run_protocol(
     config_note: str,
     attack_clients: Sequence[int] | None = None,
     include_aggregate: bool = True,
-    baseline_cache: dict[tuple[Any, ...], list[float]] | None = None,
+    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
     steps: Callable[[int, int], None] | None = None,
     observe: Callable[[list[Any]], list[Any]] | None = None,
 ) -> tuple[RunRecord, dict[int, torch.Tensor]]:
@@ -359,7 +389,7 @@ def _run_ddp(
     return run, recon
 
 
-def round_notes(result: Any) -> list[str]:
+def round_notes(result: RoundResult) -> list[str]:
     """What a reader of the run must know about its round (no aggregate, or not a server's)."""
     from secagg.party import party_name
 

@@ -67,6 +67,7 @@ class MaliciousSettings:
     batch: int = 8
     defense: str | None = None
     model: str = "lenet"
+    width: int | None = None  # mlp hidden width / convnet channels (None: the model's default)
     resolution: int = 32
     bins: int = 256
     trap_rows: int = 512
@@ -264,6 +265,7 @@ def run_malicious(
         in_channels=int(data.pool.shape[1]),
         image_size=settings.resolution,
         seed=settings.seed,
+        width=settings.width,
     )
     models = craft(settings, base, data)
     started = time.perf_counter()
@@ -541,3 +543,51 @@ def malicious_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{str(r['readers'] or '-')[:26]:<26} {got:>12} {cos:>8} {r['best_psnr']:>8.1f}  {verdict}"
         )
     return "\n".join(lines)
+
+
+# --- the `secagg evaluate` section ------------------------------------------------------------
+
+EVALUATE_PROTOCOLS: tuple[str, ...] = ("plaintext-fedsgd", "paillier", "ckks", "two-server", "secagg")
+EVALUATE_DEFENCES: tuple[str | None, ...] = (None, "bind", "vet")
+
+
+def evaluate_malicious(
+    attacks: Sequence[str],
+    names: Sequence[str],
+    *,
+    clients: int,
+    batch: int,
+    model: str,
+    resolution: int,
+    iterations: int | None,
+    inversion: tuple[str, ...],
+    quick: bool,
+    seed: int,
+    device: str,
+    max_protocol_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Every (protocol, server attack, defence: none / bind / vet) row, and the images of
+    the undefended runs (originals, closest reconstructions) keyed ``protocol/attack``.
+
+    Imprint and trap get 16 rows per image in the aggregate (at least 16, at most 256), so
+    the model stays small enough for every protocol's round."""
+    say = log or (lambda _message: None)
+    rows: list[dict[str, Any]] = []
+    images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    rows_per_block = int(min(256, max(16, 16 * clients * batch)))
+    for name in names:
+        for attack in attacks:
+            for defense in EVALUATE_DEFENCES:
+                say(f"malicious server: {attack} through {name}, defence {defense or 'none'}")
+                settings = MaliciousSettings(
+                    attack=attack, protocol=name, clients=clients, batch=batch, defense=defense, model=model,
+                    resolution=resolution, bins=rows_per_block, trap_rows=rows_per_block,
+                    attacks=inversion, iterations=iterations, quick=quick, seed=seed, device=device,
+                    max_protocol_seconds=max_protocol_seconds,
+                )  # fmt: skip
+                record = run_malicious(settings)
+                rows.append(as_json(record))
+                if defense is None and record["reconstructions"].numel():
+                    images[f"{name}/{attack}"] = (record["originals"], record["reconstructions"])
+    return rows, images

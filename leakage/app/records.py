@@ -12,7 +12,7 @@ client-side defense), one :class:`CostPoint` per point of the cost sweep, and th
       "created": ISO-8601 UTC time, "wall_seconds": float,
       "environment": {"python", "torch", "numpy", "platform", "cpu_count", "torch_threads", "device"},
       "settings": {"model", "resolution", "n_params", "clients", "batch", "attacks",
-                   "iterations", "aggregate_iterations", "cheap_iterations",
+                   "iterations", "aggregate_iterations", "restarts",
                    "baseline_seeds", "threshold_db", "lr", "seed", "quick", "device",
                    "protocols", "defenses"},
       "originals": [{"client": int, "labels": [int], "classes": [str]}],
@@ -40,7 +40,8 @@ client-side defense), one :class:`CostPoint` per point of the cost sweep, and th
             (:class:`secagg.costs.RoundCosts`; the same names as ``secagg aggregate --json``)
     ROW = {"protocol", "observer", "observable", "kind", "attack", "psnr", "psnr_mean",
            "ssim", "label_accuracy", "structure", "baseline_psnr", "beats_random",
-           "verdict", "reason", "iterations", "seconds", "full_attack", "note"}
+           "verdict", "reason", "iterations", "seconds", "full_attack", "budget",
+           "restarts", "note"}
           (:class:`leakage.assess.AssessmentRow`; ``protocol`` is the run's name)
     UNIFORMITY = {"protocol", "observer", "observable", "kind", "n_bytes", "chi2",
                   "p_value", "uniform"}
@@ -178,6 +179,8 @@ class EvaluateRecord:
     runs: tuple[RunRecord, ...]
     cost_curve: tuple[CostPoint, ...] = ()
     cost_curve_notes: tuple[str, ...] = ()
+    # Rows of the "server that deviates" section (leakage.app.malicious.evaluate_malicious).
+    malicious: tuple[Mapping[str, Any], ...] = ()
     schema: str = SCHEMA
 
     def run(self, name: str) -> RunRecord:
@@ -199,6 +202,7 @@ class EvaluateRecord:
             "rows": [row for run in runs for row in run["rows"]],
             "cost_curve": [p.as_dict() for p in self.cost_curve],
             "cost_curve_notes": list(self.cost_curve_notes),
+            "malicious": [dict(row) for row in self.malicious],
         }
 
     def to_json(self) -> str:

@@ -250,16 +250,19 @@ def _verdict_table(rows: Sequence[dict[str, Any]]) -> str:
     out = [
         "<table><tr><th>run</th><th>observer</th><th>observable</th><th>kind</th><th>attack</th>"
         "<th>PSNR dB</th><th>mean PSNR</th><th>SSIM</th><th>label acc.</th><th>structure</th>"
-        "<th>random-vector PSNR</th><th>beats random</th><th>steps</th><th>verdict</th></tr>"
+        "<th>random-vector PSNR</th><th>beats random</th><th>budget (steps x restarts)</th><th>steps run</th>"
+        "<th>verdict</th></tr>"
     ]
     for r in rows:
         out.append(
             f"<tr><td>{_e(r['protocol'])}</td><td>{_e(r['observer'])}</td><td>{_e(r['observable'])}</td>"
-            f"<td>{_e(r['kind'])}</td><td>{_e(r['attack'])}{'' if r['full_attack'] else ' (cheap)'}</td>"
+            f"<td>{_e(r['kind'])}</td><td>{_e(r['attack'])}</td>"
             f'<td class="num">{_num(r["psnr"], 1)}</td><td class="num">{_num(r["psnr_mean"], 1)}</td>'
             f'<td class="num">{_num(r["ssim"], 3)}</td><td class="num">{_num(r["label_accuracy"])}</td>'
             f'<td class="num">{_num(r["structure"])}</td><td class="num">{_num(r["baseline_psnr"], 1)}</td>'
-            f'<td>{_num(r["beats_random"])}</td><td class="num">{r["iterations"]}</td>'
+            f'<td>{_num(r["beats_random"])}</td>'
+            f'<td class="num">{r.get("budget", "?")} x {r.get("restarts", "?")}</td>'
+            f'<td class="num">{r["iterations"]}</td>'
             f"{_verdict_cell(r['verdict'], r['reason'])}</tr>"
         )
     out.append("</table>")
@@ -393,6 +396,7 @@ def render(
     *,
     originals: torch.Tensor,
     reconstructions: Mapping[str, Mapping[int, torch.Tensor]],
+    malicious_images: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> str:
     """The whole report as one HTML string."""
     s = record["settings"]
@@ -408,9 +412,9 @@ def render(
         f"reaches {s['threshold_db']:g} dB PSNR, or when every label is found from a candidate shaped like "
         "a real gradient; otherwise it is <b>not exposed</b>, and the table says whether the attack did "
         "any better than on a random vector of the same shape "
-        f"({s['baseline_seeds']} seeds). Gradient-like observables got {s['iterations']} attack steps "
-        f"({s['aggregate_iterations']} for multi-image ones); ciphertexts and masked shares a "
-        f"{s['cheap_iterations']}-step check.</p>"
+        f"({s['baseline_seeds']} seeds). Every observable, ciphertexts and masked shares included, got "
+        f"the same attacks at the same budget: {s['iterations']} steps per image it hides "
+        f"x {s.get('restarts', '?')} restarts, the same seeds (each row says its budget).</p>"
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -428,6 +432,7 @@ def render(
         + '<p class="muted">Below, per run and per observer, the reconstruction from each observable '
         "(matched to the originals), with its PSNR.</p>"
         + figures
+        + _malicious(record.get("malicious", []), malicious_images or {})
         + "<h2>Defenses (client-side, over plaintext FedSGD)</h2>"
         + _defenses(record["runs"])
         + "<h2>Verdicts</h2>"
@@ -447,13 +452,57 @@ def render(
     )
 
 
+def _malicious(
+    rows: Sequence[dict[str, Any]], images: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+) -> str:
+    """The "server that deviates" section: one row per protocol, attack and defence, and
+    the undefended runs' originals over their closest reconstructions."""
+    if not rows:
+        return ""
+    head = (
+        "<tr><th>protocol</th><th>server attack</th><th>defence</th><th>who reads the output</th>"
+        "<th>images &ge; 30 dB</th><th>target cosine</th><th>best PSNR</th><th>verdict</th><th>why</th></tr>"
+    )
+    body = []
+    for r in rows:
+        cosine = "" if r["target_cosine"] is None else f"{r['target_cosine']:.4f}"
+        refused = "; ".join(f"client {c}: {v}" for c, v in r["refused"].items())[:160]
+        why = r["error"] or refused
+        body.append(
+            f"<tr><td>{_e(r['protocol'])}</td><td>{_e(r['attack'])}</td><td>{_e(r['defense'] or 'none')}</td>"
+            f"<td>{_e(r['readers'] or '')}</td><td>{r['recovered']}/{r['images']}</td><td>{cosine}</td>"
+            f"<td>{_num(r['best_psnr'], 1)}</td><td>{_verdict_cell(r['verdict'])}</td><td>{_e(why)}</td></tr>"
+        )
+    figures = "".join(
+        f"<figure><figcaption>{_e(key)}: originals (top), closest reconstruction (bottom)</figcaption>"
+        f'<img src="{data_uri(originals[:32])}" alt="originals"><br>'
+        f'<img src="{data_uri(recovered[:32])}" alt="reconstructions"></figure>'
+        for key, (originals, recovered) in images.items()
+    )
+    return (
+        "<h2>A server that deviates</h2>"
+        '<p class="muted">The server sends each client a model of its choosing (model inconsistency: a '
+        "suppressed model to all but a target; imprint bins or trap weights: one malicious model for all); "
+        "clients train on what they received, the protocol runs unchanged, and the attacker reads what the "
+        "party holding the output sees. Defences: <b>bind</b> (the protocol refuses an aggregate over "
+        "clients whose model digests differ), <b>vet</b> (clients refuse models with imprint, trap or "
+        "suppression structure). Neither stops a hidden decoder trained into an innocent-looking model "
+        "(SEER), which is not implemented here.</p>"
+        f"<table>{head}{''.join(body)}</table>{figures}"
+    )
+
+
 def write_report(
     path: Path,
     record: dict[str, Any],
     *,
     originals: torch.Tensor,
     reconstructions: Mapping[str, Mapping[int, torch.Tensor]],
+    malicious_images: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(record, originals=originals, reconstructions=reconstructions), encoding="utf-8")
+    html = render(
+        record, originals=originals, reconstructions=reconstructions, malicious_images=malicious_images or {}
+    )
+    path.write_text(html, encoding="utf-8")
     return path

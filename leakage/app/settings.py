@@ -53,6 +53,10 @@ class Settings:
     # batch 1), so a second thread gains little, and on a shared machine it lost 30x
     # (3 s -> 100 s for 40 iDLG steps) to contention.
     threads: int = 1
+    # Server attacks for the "server that deviates" section (leakage.malicious.SERVER_ATTACKS)
+    # and the protocols they run through (None: leakage.app.malicious.EVALUATE_PROTOCOLS).
+    malicious: tuple[str, ...] = ()
+    malicious_protocols: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.batch < 1:
@@ -61,6 +65,11 @@ class Settings:
             raise AttackConfigError(f"expected lr > 0, got {self.lr}")
         if self.resolution is not None and self.resolution < 4:
             raise AttackConfigError(f"expected resolution >= 4, got {self.resolution}")
+        unknown = [a for a in self.malicious if a not in ("inconsistency", "imprint", "trap")]
+        if unknown:
+            raise AttackConfigError(
+                f"expected server attacks from inconsistency, imprint, trap; got {unknown}"
+            )
 
     @property
     def image_size(self) -> int:
@@ -74,12 +83,12 @@ class Settings:
         return Budget(
             attacks=self.attacks,
             iterations=iterations,
-            aggregate_iterations=min(iterations, 10 if self.quick else 50),
-            cheap_iterations=3 if self.quick else 10,
+            # None: a multi-image observable gets ``iterations`` per image it hides.
+            aggregate_iterations=None,
             baseline_seeds=2,
-            # A second L-BFGS run only starts when the first stalled (diverged to NaN, or
-            # stuck): on LeNet it turned a 4 dB failure into a recovery on the same gradient.
-            restarts=1 if self.quick else 2,
+            # Restarts run side by side (one batched L-BFGS solve); a problem whose best
+            # draw settles stops the others, so 4 draws cost far less than 4 runs.
+            restarts=1 if self.quick else 4,
             device=self.device,
             seed=self.seed,
         )

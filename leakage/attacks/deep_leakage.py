@@ -1,185 +1,325 @@
-"""Deep Leakage from Gradients (Zhu, Liu, Han, NeurIPS 2019) and the shared L-BFGS
-gradient-matching loop that iDLG reuses.
+"""Deep Leakage from Gradients (Zhu, Liu, Han, NeurIPS 2019) and the batched L-BFGS
+gradient-matching solver that iDLG, the assessment and the benchmarks share.
 
 A dummy image and dummy label logits start from a standard normal; the label enters as
-``softmax(logits)`` in a soft cross-entropy; L-BFGS (lr 1, 20 inner iterations per
-step, as ``torch.optim.LBFGS`` defaults and the reference code uses) minimises the sum
-over all parameters of the squared difference between the dummy and the observed
-gradient, differentiated again (second-order autograd).
+``softmax(logits)`` in a soft cross-entropy; L-BFGS (lr 1, 20 evaluations per step, as
+``torch.optim.LBFGS`` defaults and the reference code use) minimises the sum over all
+parameters of the squared difference between the dummy and the observed gradient,
+differentiated again (second-order autograd). iDLG fixes the labels instead.
 
-Faster than the reference loop without changing the method: the outer derivative is
-taken only with respect to the dummy tensors (the reference's ``backward()`` also fills
-gradients for every model weight), there is no extra logging closure every 10 steps,
-the run stops once the gradient distance has collapsed, and a restart from a fresh
-draw is made only if the first run stalled (keeping the lowest loss).
+Many problems at once (:func:`solve_matching`): every restart of every problem (an
+observed gradient with its seed, and its labels for iDLG) is one *lane* of a stacked
+``[L, D]`` variable; one evaluation computes every lane's own weight gradient and its
+distance to that lane's observation, and :mod:`leakage.attacks.batched_lbfgs` keeps one
+L-BFGS memory per lane. On the paper's LeNet the lanes run as one grouped convolution
+(each lane its own copy of the weights, so ``autograd`` returns per-lane weight
+gradients); other models use ``torch.func.vmap``. So R restarts cost far less than R
+runs, and a round's observables and random baselines can share one solve.
 
-A run can also *die*: its loss turns non-finite, or L-BFGS sends the image so far out
-(pixels ~1e5 on LeNet) that every sigmoid saturates, the gradient vanishes and each
-later step returns after one evaluation with the image unchanged (or moves it by a
-float epsilon at a constant loss): 150 fast steps of nothing. A zero-gradient step, a
-non-finite loss or ``PATIENCE`` checks without a new lowest loss end the run.
-A dead run stops at once, keeps its best checked image rather than the wreck, and hands
-its unused steps to a fresh draw, so even ``restarts=1`` gets a second chance within
-the same ``iterations * restarts`` step budget.
+Per lane: the best state seen is kept (not the last); a lane whose loss turns
+non-finite, whose gradient vanishes (L-BFGS sending the image so far out that every
+sigmoid saturates) or that finds no new lowest loss for ``PATIENCE`` checks has died
+and starts again from a fresh draw within its remaining steps; once any lane of a
+problem converges (relative gradient distance below ``converged``) the problem is
+solved and its lanes leave the batch.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from leakage.attacks.batched_lbfgs import LaneObjective, minimise_lanes
 from leakage.attacks.common import (
     AttackResult,
     ProgressFn,
     Timer,
     check_gradient,
-    l2_distance,
     resolve_device,
-    soft_cross_entropy,
 )
 from leakage.errors import AttackConfigError
 
-# Relative gradient distance below which a run has converged (nothing left to gain) and
-# above which a run counts as stalled (worth a restart). Measured on LeNet/32x32: runs
-# that recover the image pass 1e-8 at ~40 dB PSNR; stalled ones sit above 1e-3.
-CONVERGED = 1e-8
-STALLED = 1e-4
-CHECK_EVERY = 10  # outer steps between convergence checks (each check syncs the host)
-# Checks in a row without a new lowest loss after which a run counts as stuck (dead):
-# a run whose image has blown up to ~1e5 keeps taking float-epsilon steps at a
-# constant loss, which the zero-gradient test alone does not catch.
+# Relative gradient distance below which a problem is solved. Measured on LeNet: runs
+# that recover the image pass 1e-8 at ~40 dB and 1e-9 at ~45-60 dB PSNR; float32
+# gradients of a batch stall around 1e-9, so a lower bar only burns steps.
+CONVERGED = 1e-9
+# Once a lane is below this, the other restarts of its problem stop: it found the basin
+# (stalled runs sit above 1e-3 on LeNet; this was the old "start another draw" bar).
+SETTLED = 1e-4
+CHECK_EVERY = 10  # steps between checks (each check syncs the host)
+# Checks in a row without a new lowest loss after which a lane counts as stuck (dead).
 PATIENCE = 2
+INITS = ("normal", "uniform")
 
 
-def prepare(
-    model: nn.Module, observed: Sequence[torch.Tensor], device: torch.device
-) -> tuple[nn.Module, list[torch.Tensor]]:
-    """A private copy of the model on ``device`` and the observed gradient moved there."""
-    check_gradient(model, observed)
+@dataclass(frozen=True, eq=False)
+class MatchingProblem:
+    """One gradient to invert: ``observed`` in ``model.parameters()`` order; ``labels``
+    [B] (iDLG: fixed) or None (DLG: soft labels optimised too); ``seed`` draws its
+    starting points."""
+
+    observed: Sequence[torch.Tensor]
+    labels: torch.Tensor | None
+    seed: int
+
+
+_ELEMENTWISE = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.Identity)
+
+
+def lane_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of a model the lane-batched pass can run (LeNet and the MLP of
+    :mod:`leakage.models`: convolutions, fully connected layers with bias, elementwise
+    activations, in order), or None: such models use ``torch.func.vmap`` instead."""
+    from leakage.models import MLP, LeNet
+
+    layers: list[nn.Module]
+    if isinstance(model, LeNet) and isinstance(model.body, nn.Sequential):
+        layers = [*model.body, model.fc]
+    elif isinstance(model, MLP):
+        layers = [model.fc1, model.act, model.fc2, model.act, model.fc3]
+    else:
+        return None
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            # A bias held fixed (a buffer, e.g. the malicious server's trusted view) has no
+            # gradient to match: the lane pass assumes one per layer.
+            if not isinstance(layer.bias, nn.Parameter):
+                return None
+        elif not isinstance(layer, _ELEMENTWISE):
+            return None
+    if not isinstance(layers[-1], nn.Linear):
+        return None
+    return layers
+
+
+class _Objective:
+    """Every lane's gradient distance and its derivative in the lane's variables.
+
+    ``x`` [A, D]: per lane the B images flattened (then, for soft labels, B x K logits).
+    """
+
+    def __init__(self, model: nn.Module, problems: Sequence[MatchingProblem],
+                 lane_problem: torch.Tensor, *, batch_size: int,
+                 input_shape: tuple[int, int, int], num_classes: int,
+                 device: torch.device) -> None:
+        self.model = model
+        self.params = list(model.parameters())
+        self.batch = batch_size
+        self.shape = input_shape
+        self.classes = num_classes
+        self.image_dim = batch_size * math.prod(input_shape)
+        self.soft = problems[0].labels is None
+        self.lane_problem = lane_problem.to(device)
+        # Observations stacked per parameter: [P, *shape]; labels [P, B].
+        self.observed = [torch.stack([p.observed[i].to(device, torch.float32) for p in problems])
+                         for i in range(len(self.params))]
+        self.labels = None if self.soft else torch.stack(
+            [p.labels.to(device) for p in problems if p.labels is not None])
+        self.layers = lane_layers(model)
+        self._lane_weights: tuple[int, list[torch.Tensor]] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.image_dim + (self.batch * self.classes if self.soft else 0)
+
+    def _targets(self, x: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+        if self.soft:
+            return x[:, self.image_dim:].reshape(x.shape[0], self.batch, self.classes)
+        if self.labels is None:  # unreachable: soft is False exactly when labels exist
+            raise AttackConfigError("expected fixed labels for an image-only match")
+        return self.labels[self.lane_problem[lanes]]
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Sum over lanes of each lane's batch-mean cross-entropy; logits [A, B, K]."""
+        if self.soft:
+            per = (-F.softmax(targets, dim=-1) * F.log_softmax(logits, dim=-1)).sum(-1)
+        else:
+            per = F.cross_entropy(logits.reshape(-1, self.classes), targets.reshape(-1),
+                                  reduction="none").view(logits.shape[:2])
+        return per.mean(dim=1).sum()
+
+    def __call__(self, x: torch.Tensor, lanes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        if self.layers is not None:
+            grads = self._grouped_gradients(x, lanes)
+        else:
+            grads = self._vmapped_gradients(x, lanes)
+        observed = [o[self.lane_problem[lanes]] for o in self.observed]
+        per_lane = torch.stack([(g - o).pow(2).flatten(1).sum(1) for g, o in zip(grads, observed)]).sum(0)
+        (grad,) = torch.autograd.grad(per_lane.sum(), x)
+        return per_lane.detach(), grad
+
+    def _weights_for(self, lanes: int) -> list[torch.Tensor]:
+        """Per-lane copies of the weights, in ``model.parameters()`` order, stacked the way
+        the lane pass reads them: conv [A * out, in, k, k] and [A * out] (one group per
+        lane), fully connected [A, out, in] and [A, out]."""
+        if self._lane_weights is None or self._lane_weights[0] != lanes:
+            copies = []
+            for module in self.layers or []:
+                for p in module.parameters(recurse=False):
+                    if isinstance(module, nn.Conv2d):
+                        copies.append(p.detach().repeat(lanes, *([1] * (p.dim() - 1))))
+                    else:
+                        copies.append(p.detach().unsqueeze(0).repeat(lanes, *([1] * p.dim())))
+            self._lane_weights = (lanes, [c.requires_grad_(True) for c in copies])
+        return self._lane_weights[1]
+
+    def _grouped_gradients(self, x: torch.Tensor, lanes: torch.Tensor) -> list[torch.Tensor]:
+        """Every lane's weight gradient from one pass: convolutions grouped by lane
+        (activations [B, A * channels, H, W]), fully connected layers batched per lane
+        (activations [B, A, features])."""
+        count = x.shape[0]
+        weights = self._weights_for(count)
+        c, h, w = self.shape
+        images = x[:, :self.image_dim].reshape(count, self.batch, c, h, w)
+        hidden = images.transpose(0, 1).reshape(self.batch, count * c, h, w)
+        flat = False
+        index = 0
+        for module in self.layers or []:
+            if isinstance(module, nn.Conv2d):
+                hidden = F.conv2d(hidden, weights[index], weights[index + 1], stride=module.stride,
+                                  padding=module.padding, groups=count)
+                index += 2
+            elif isinstance(module, nn.Linear):
+                if not flat:
+                    hidden = hidden.reshape(self.batch, count, -1)
+                    flat = True
+                hidden = torch.einsum("baf,akf->bak", hidden, weights[index]) + weights[index + 1]
+                index += 2
+            else:
+                hidden = module(hidden)
+        logits = hidden.transpose(0, 1)  # [A, B, K]
+        loss = self._loss(logits, self._targets(x, lanes))
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        return [g.reshape(count, *p.shape) for g, p in zip(grads, self.params)]
+
+    def _vmapped_gradients(self, x: torch.Tensor, lanes: torch.Tensor) -> list[torch.Tensor]:
+        names = [n for n, _ in self.model.named_parameters()]
+        weights = {n: p.detach() for n, p in self.model.named_parameters()}
+        c, h, w = self.shape
+        images = x[:, :self.image_dim].reshape(x.shape[0], self.batch, c, h, w)
+        targets = self._targets(x, lanes)
+        soft, classes = self.soft, self.classes
+
+        def lane_loss(weights: dict[str, torch.Tensor], images: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+            logits = torch.func.functional_call(self.model, weights, (images,))
+            if soft:
+                return (-F.softmax(targets, dim=-1) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+            return F.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1))
+
+        grads = torch.func.vmap(torch.func.grad(lane_loss), in_dims=(None, 0, 0))(
+            weights, images, targets)
+        return [grads[n] for n in names]
+
+
+def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    import copy
+
     attacked = copy.deepcopy(model).to(device).float()
     attacked.eval()
     for p in attacked.parameters():
-        p.requires_grad_(True)
-    return attacked, [g.detach().to(device=device, dtype=torch.float32) for g in observed]
+        p.requires_grad_(False)
+    return attacked
 
 
-def lbfgs_match(
+def solve_matching(
+    name: str,
     model: nn.Module,
-    observed: list[torch.Tensor],
+    problems: Sequence[MatchingProblem],
     *,
     input_shape: tuple[int, int, int],
     num_classes: int,
     batch_size: int,
     iterations: int,
-    generator: torch.Generator,
-    device: torch.device,
-    labels: torch.Tensor | None = None,
-    progress: ProgressFn | None = None,
-    progress_offset: int = 0,
-    progress_total: int | None = None,
+    restarts: int,
+    device: str | torch.device = "auto",
     converged: float = CONVERGED,
-) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
-    """One L-BFGS gradient-matching run; returns (images, labels, loss, steps taken,
-    died).
+    init: str = "normal",
+    progress: ProgressFn | None = None,
+) -> list[AttackResult]:
+    """Invert every problem with ``restarts`` lanes of ``iterations`` L-BFGS steps each,
+    all in one batched solve; one :class:`AttackResult` per problem (its best lane).
 
-    The loss is the gradient distance relative to ``||observed||^2`` (inf if no finite
-    loss was ever read). ``died``: the run stopped early because its loss turned
-    non-finite or its gradient vanished away from convergence (see the module text); the
-    images are then the best ones seen at a check, not the final ones.
-
-    ``labels`` None: DLG (soft dummy labels optimised too); given: iDLG (image only).
+    Every problem must share the label mode (all DLG or all iDLG) and ``batch_size``.
+    ``init``: ``normal`` (the paper's standard normal) or ``uniform`` (U[0, 1], the
+    images' range). ``seconds`` of each result is its share of the solve's wall time;
+    ``iterations`` the steps its lanes ran, redraws included.
     """
-    params = list(model.parameters())
-    shape = (batch_size, *input_shape)
-    dummy = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
-    variables = [dummy]
-    label_logits = None
-    if labels is None:
-        label_logits = torch.randn((batch_size, num_classes), generator=generator).to(device)
-        label_logits.requires_grad_(True)
-        variables.append(label_logits)
-    scale = float(sum(float(o.pow(2).sum()) for o in observed)) or 1.0
-    hard_labels = labels if labels is not None else torch.empty(0, dtype=torch.long)
-    optimizer = torch.optim.LBFGS(variables, lr=1.0)
+    if iterations < 1 or restarts < 1 or batch_size < 1:
+        raise AttackConfigError(
+            f"expected iterations, restarts and batch_size >= 1, got {iterations}, "
+            f"{restarts}, {batch_size}"
+        )
+    if init not in INITS:
+        raise AttackConfigError(f"expected init in {INITS}, got {init!r}")
+    if not problems:
+        return []
+    soft = problems[0].labels is None
+    for problem in problems:
+        check_gradient(model, problem.observed)
+        if (problem.labels is None) != soft:
+            raise AttackConfigError("expected every problem to give labels, or none to")
+        if problem.labels is not None and tuple(problem.labels.shape) != (batch_size,):
+            raise AttackConfigError(f"expected labels of shape ({batch_size},), got "
+                                    f"{tuple(problem.labels.shape)}")
+    target = resolve_device(device)
+    attacked = _prepare(model, target)
+    count = len(problems)
+    lane_problem = torch.arange(count).repeat_interleave(restarts)
+    objective = _Objective(attacked, problems, lane_problem, batch_size=batch_size,
+                           input_shape=input_shape, num_classes=num_classes, device=target)
+    generators = [torch.Generator().manual_seed(p.seed) for p in problems]
+    image_dim = objective.image_dim
 
-    def closure() -> torch.Tensor:
-        logits = model(dummy)
-        if label_logits is not None:
-            loss = soft_cross_entropy(logits, label_logits)
+    def draw(lanes: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for lane in lanes.tolist():
+            generator = generators[int(lane_problem[lane])]
+            if init == "uniform":
+                images = torch.rand(image_dim, generator=generator)
+            else:
+                images = torch.randn(image_dim, generator=generator)
+            parts = [images]
+            if soft:
+                parts.append(torch.randn(batch_size * num_classes, generator=generator))
+            rows.append(torch.cat(parts))
+        return torch.stack(rows).to(target)
+
+    scale = torch.tensor([float(sum(float(o.double().pow(2).sum()) for o in p.observed)) or 1.0
+                          for p in problems], dtype=torch.float64)
+    lanes = lane_problem.numel()
+    bar = None if progress is None else (lambda done, total: progress(done, total))
+    run_objective: LaneObjective = objective
+    with Timer(target) as timer:
+        result = minimise_lanes(
+            run_objective, draw(torch.arange(lanes)), steps=iterations,
+            scale=scale[lane_problem], groups=lane_problem.to(target), converged=converged,
+            settled=SETTLED,
+            check_every=CHECK_EVERY, patience=PATIENCE, redraw=draw, progress=bar,
+        )
+    out = []
+    c, h, w = input_shape
+    for p, problem in enumerate(problems):
+        own = torch.nonzero(lane_problem == p).flatten()
+        losses = torch.nan_to_num(result.best_loss[own], nan=math.inf)
+        best_lane = int(own[int(losses.argmin())])
+        x = result.best[best_lane].detach().cpu()
+        images = torch.nan_to_num(x[:image_dim].view(batch_size, c, h, w), nan=0.0).clamp(0.0, 1.0)
+        if problem.labels is None:
+            labels = x[image_dim:].view(batch_size, num_classes).argmax(dim=-1)
         else:
-            loss = F.cross_entropy(logits, hard_labels)
-        dummy_grad = torch.autograd.grad(loss, params, create_graph=True)
-        distance = l2_distance(dummy_grad, observed)
-        for variable, grad in zip(variables, torch.autograd.grad(distance, variables)):
-            variable.grad = grad
-        return distance.detach()
-
-    last_loss = float("inf")
-    steps = 0
-    died = False
-    flat_checks = 0
-    # Best state seen at a check: (loss, image, label logits). L-BFGS returns the loss
-    # at the start of a step, so the state is copied just before a checked step (a
-    # device-side clone, no host sync).
-    best: tuple[float, torch.Tensor, torch.Tensor | None] | None = None
-    total = progress_total if progress_total is not None else iterations
-    for step in range(iterations):
-        check = (step + 1) % CHECK_EVERY == 0 or step + 1 == iterations
-        snapshot = _snapshot(dummy, label_logits) if check else None
-        # L-BFGS's own iteration counter (a Python int, so reading it never syncs): a
-        # step that leaves it unchanged returned at once on a zero gradient and moved
-        # nothing, so every later step would repeat it exactly.
-        n_iter = optimizer.state[dummy].get("n_iter", 0)
-        loss = optimizer.step(closure)
-        steps = step + 1
-        if progress is not None:
-            progress(progress_offset + steps, total)
-        frozen = optimizer.state[dummy].get("n_iter", 0) == n_iter
-        if not (check or frozen):
-            continue
-        last_loss = float(loss) / scale
-        if not math.isfinite(last_loss):  # diverged: keep the best checked state
-            last_loss = float("inf")
-            died = True
-            break
-        if frozen:
-            # The state did not move, so this loss is exactly the current state's.
-            snapshot = _snapshot(dummy, label_logits)
-        if snapshot is not None and (best is None or last_loss < best[0]):
-            best = (last_loss, *snapshot)
-            flat_checks = 0
-        elif check:
-            flat_checks += 1
-        if last_loss < converged:
-            break
-        if frozen or flat_checks >= PATIENCE:
-            died = True  # stuck away from convergence: nothing left to gain from this draw
-            break
-    final_images, final_logits = dummy.detach(), label_logits
-    if died and best is not None:
-        last_loss, final_images, final_logits = best
-    with torch.no_grad():
-        # a diverged run can hold NaN; metrics and PNGs need finite pixels
-        images = torch.nan_to_num(final_images, nan=0.0).clamp(0.0, 1.0).cpu()
-        if final_logits is not None:
-            found = final_logits.detach().argmax(dim=-1).cpu()
-        elif labels is not None:
-            found = labels.detach().cpu()
-        else:  # unreachable: a run optimises label logits or is given labels
-            raise AttackConfigError("expected label logits or fixed labels, got neither")
-    return images, found, last_loss, steps, died
-
-
-def _snapshot(
-    dummy: torch.Tensor, label_logits: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logits = label_logits.detach().clone() if label_logits is not None else None
-    return dummy.detach().clone(), logits
+            labels = problem.labels.detach().cpu()
+        out.append(AttackResult(
+            name, images, labels.to(torch.int64), float(result.best_loss[best_lane]),
+            int(result.steps[own].sum()), timer.seconds / count, str(target),
+        ))
+    return out
 
 
 def dlg(
@@ -195,68 +335,17 @@ def dlg(
     restarts: int = 4,
     progress: ProgressFn | None = None,
     converged: float = CONVERGED,
+    init: str = "normal",
 ) -> AttackResult:
     """DLG: recover ``batch_size`` images and labels from a gradient (L-BFGS, L2 match).
 
-    ``converged``: stop once the gradient distance relative to ``||observed||^2`` falls
-    below it (0 runs all ``iterations`` steps, as the reference code does).
+    ``restarts`` lanes run side by side, ``iterations`` steps each; ``converged``: the
+    relative gradient distance at which the problem is solved (0: run every step, as the
+    reference code does).
     """
-    return run_lbfgs_attack(
-        "dlg", model, observed_gradient, input_shape=input_shape, num_classes=num_classes,
-        batch_size=batch_size, iterations=iterations, device=device, seed=seed,
-        restarts=restarts, labels=None, progress=progress, converged=converged,
+    (result,) = solve_matching(
+        "dlg", model, [MatchingProblem(observed_gradient, None, seed)], input_shape=input_shape,
+        num_classes=num_classes, batch_size=batch_size, iterations=iterations,
+        restarts=restarts, device=device, converged=converged, init=init, progress=progress,
     )
-
-
-def run_lbfgs_attack(
-    name: str,
-    model: nn.Module,
-    observed_gradient: Sequence[torch.Tensor],
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    batch_size: int,
-    iterations: int,
-    device: str | torch.device,
-    seed: int,
-    restarts: int,
-    labels: torch.Tensor | None,
-    progress: ProgressFn | None,
-    converged: float = CONVERGED,
-) -> AttackResult:
-    if iterations < 1 or restarts < 1 or batch_size < 1:
-        raise AttackConfigError(
-            f"expected iterations, restarts and batch_size >= 1, got {iterations}, "
-            f"{restarts}, {batch_size}"
-        )
-    target = resolve_device(device)
-    attacked, observed = prepare(model, observed_gradient, target)
-    if labels is not None:
-        labels = labels.to(target)
-    generator = torch.Generator().manual_seed(seed)
-    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
-    steps_total = 0
-    # ``restarts`` draws may run to the end; a draw that died early does not count,
-    # but its steps do, so the work stays within ``iterations * restarts`` steps.
-    budget = iterations * restarts
-    lived = 0
-    with Timer(target) as timer:
-        while lived < restarts and steps_total < budget:
-            images, found, loss, steps, died = lbfgs_match(
-                attacked, observed, input_shape=input_shape, num_classes=num_classes,
-                batch_size=batch_size, iterations=min(iterations, budget - steps_total),
-                generator=generator, device=target, labels=labels, progress=progress,
-                progress_offset=steps_total, progress_total=budget, converged=converged,
-            )
-            steps_total += steps
-            if best is None or loss < best[2]:
-                best = (images, found, loss)
-            if loss < STALLED:
-                break
-            lived += not died
-    if progress is not None:
-        progress(iterations * restarts, iterations * restarts)
-    if best is None:  # unreachable: restarts >= 1 was checked above
-        raise AttackConfigError(f"{name}: no run completed (restarts={restarts})")
-    return AttackResult(name, best[0], best[1].to(torch.int64), best[2], steps_total,
-                        timer.seconds, str(target))
+    return result

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from leakage.attacks.common import AttackResult, ProgressFn, last_linear_gradients
-from leakage.attacks.deep_leakage import run_lbfgs_attack
+from leakage.attacks.deep_leakage import CONVERGED, MatchingProblem, solve_matching
 from leakage.errors import AttackConfigError
 
 
@@ -70,11 +70,16 @@ def idlg(
     seed: int = 0,
     restarts: int = 4,
     progress: ProgressFn | None = None,
+    converged: float = CONVERGED,
+    init: str = "normal",
 ) -> AttackResult:
-    """iDLG: labels from the last layer, then image-only L-BFGS gradient matching."""
+    """iDLG: labels from the last layer, then image-only L-BFGS gradient matching
+    (``restarts`` lanes side by side, see :func:`leakage.attacks.deep_leakage.solve_matching`)."""
     labels = infer_label_counts(model, observed_gradient, batch_size)
-    return run_lbfgs_attack(
-        "idlg", model, observed_gradient, input_shape=input_shape, num_classes=num_classes,
-        batch_size=batch_size, iterations=iterations, device=device, seed=seed,
-        restarts=restarts, labels=labels, progress=progress,
+    (result,) = solve_matching(
+        "idlg", model, [MatchingProblem(observed_gradient, labels, seed)],
+        input_shape=input_shape, num_classes=num_classes, batch_size=batch_size,
+        iterations=iterations, restarts=restarts, device=device, converged=converged,
+        init=init, progress=progress,
     )
+    return result

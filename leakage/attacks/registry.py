@@ -136,6 +136,39 @@ def _run_idlg(request: AttackRequest) -> AttackResult:
     )
 
 
+def _run_matching_many(name: str, requests: Sequence[AttackRequest]) -> list[AttackResult]:
+    """DLG or iDLG on many requests (same model, shape, batch, steps, restarts, device) as
+    one batched solve; iDLG infers each request's labels first."""
+    from leakage.attacks.deep_leakage import MatchingProblem, solve_matching
+    from leakage.attacks.improved_dlg import infer_label_counts
+
+    if not requests:
+        return []
+    first = requests[0]
+    problems = [
+        MatchingProblem(
+            r.observed,
+            None if name == "dlg" else infer_label_counts(r.model, r.observed, r.batch_size),
+            r.seed,
+        )
+        for r in requests
+    ]
+    return solve_matching(
+        name, first.model, problems, input_shape=first.input_shape,
+        num_classes=first.num_classes, batch_size=first.batch_size,
+        iterations=first.iterations, restarts=first.restarts or 4, device=first.device,
+        progress=first.progress,
+    )
+
+
+def _run_dlg_many(requests: Sequence[AttackRequest]) -> list[AttackResult]:
+    return _run_matching_many("dlg", requests)
+
+
+def _run_idlg_many(requests: Sequence[AttackRequest]) -> list[AttackResult]:
+    return _run_matching_many("idlg", requests)
+
+
 def _run_ig(request: AttackRequest, fedavg: FedAvgSpec | None) -> AttackResult:
     from leakage.attacks.inverting import inverting_gradients
 
@@ -195,7 +228,10 @@ class Attack:
     ``prepare``: turns the observed candidate (in gradient space) into what the attack
     matches. ``shares``: what the simulated client hands over for this attack
     (``gradient`` or ``weights``). ``default_model``: the model the stand-alone command
-    builds when none is named.
+    builds when none is named. ``run_many``: when set, runs many requests that share the
+    model, shape, batch size, steps, restarts and device as one batched computation
+    (results in request order); callers use it to attack a round's observables and the
+    random baselines together (:meth:`run_batch`).
     """
 
     name: str
@@ -207,9 +243,16 @@ class Attack:
     shares: str = "gradient"
     default_model: str = "lenet"
     iterative: bool = True
+    run_many: Callable[[Sequence[AttackRequest]], list[AttackResult]] | None = None
 
     def applies(self, context: Applicability) -> bool:
         return self.not_applicable(context) is None
+
+    def run_batch(self, requests: Sequence[AttackRequest]) -> list[AttackResult]:
+        """Every request, batched when the attack can (``run_many``), else one by one."""
+        if self.run_many is not None:
+            return self.run_many(requests)
+        return [self.run(r) for r in requests]
 
 
 def _registry(*attacks: Attack) -> Mapping[str, Attack]:
@@ -223,9 +266,9 @@ def _registry(*attacks: Attack) -> Mapping[str, Attack]:
 
 ATTACKS: Mapping[str, Attack] = _registry(
     Attack("dlg", "Deep Leakage from Gradients (Zhu et al. 2019): L-BFGS on the L2 gradient distance",
-           _run_dlg, default_iterations=300),
+           _run_dlg, default_iterations=300, run_many=_run_dlg_many),
     Attack("idlg", "iDLG (Zhao et al. 2020): label from the last layer's gradient, then DLG",
-           _run_idlg, default_iterations=300),
+           _run_idlg, default_iterations=300, run_many=_run_idlg_many),
     Attack("ig", "Inverting Gradients (Geiping et al. 2020): cosine distance + TV prior, Adam",
            _run_ig_gradient, default_iterations=2000),
     Attack("ig-fedavg", "Inverting Gradients against a FedAvg weight update (Geiping et al. 2020)",

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -568,16 +568,12 @@ class DDPRound:
         """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
         its ``fast_config`` when asked, input bound 2^(bits-1) and, where it has a fixed-point
         codec, 0 fractional bits (the messages are integers, exact as they are)."""
-        overrides: dict[str, Any] = dict(getattr(cls, "fast_config", {})) if fast else {}
-        config_fields = {f.name for f in fields(cls.Config)} if is_dataclass(cls.Config) else set()
-        if "frac_bits" in config_fields:
-            overrides["frac_bits"] = 0
-        bound_field = getattr(cls, "input_bound_field", None)
-        if bound_field is not None:
-            overrides[bound_field] = self.input_bound
-        note = ("fast_config, " if fast else "default config, ") + (
-            f"input bound 2^{self.ddp.bits - 1}" + (", frac_bits 0" if "frac_bits" in config_fields else ""))
-        return cls(**overrides), note
+        from secagg.costs import fast_or_default
+
+        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound)
+        exact = ", frac_bits 0" if cls.frac_bits_field is not None else ""
+        note = ("fast_config, " if fast else "default config, ") + f"input bound 2^{self.ddp.bits - 1}{exact}"
+        return protocol, note
 
     def encode(self, updates: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Every client's message (floats holding ring integers, for any protocol)."""

@@ -7,6 +7,7 @@ import json
 
 from benchmarks.__main__ import main
 from benchmarks.costs import CSV_COLUMNS
+from secagg.costs import FIELDS
 
 
 def test_quick_bench_writes_json_csv_and_plots(tmp_path):
@@ -26,12 +27,14 @@ def test_quick_bench_writes_json_csv_and_plots(tmp_path):
     assert status == 0
     record = json.loads((tmp_path / "bench.json").read_text())
     assert {"benchmark", "environment", "quick", "modules", "costs", "plots"} <= set(record)
+    assert record["schema"] == "secagg-bench/2"
     assert record["modules"]["costs"]["status"] == "ok"
     assert {"python", "cpu", "packages", "threads"} <= set(record["environment"])
     rows = record["costs"]["rows"]
     protocols_seen = {r["protocol"] for r in rows}
     assert "plaintext-fedsgd" in protocols_seen and len(protocols_seen) >= 2
     for row in rows:
+        assert set(FIELDS) <= set(row)  # the one cost record, under its names
         assert row["expansion_over_plaintext"] > 0
         assert row["seconds_per_param_by_role_stage"]["client"]
     baseline = [r for r in rows if r["protocol"] == "plaintext-fedsgd"]

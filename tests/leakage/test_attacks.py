@@ -187,32 +187,129 @@ def test_cuda_request_without_gpu_is_a_typed_error():
 
 
 @pytest.mark.parametrize("poison", ["inf", "zero-gradient"])
-def test_dead_lbfgs_run_restarts_from_a_fresh_draw(tiny, monkeypatch, poison):
-    """A first draw whose loss is +inf, or whose gradient vanished (the saturated-sigmoid
-    freeze), ends early and a fresh draw recovers the image even with restarts=1."""
-    from leakage.attacks import deep_leakage
+def test_dead_lane_restarts_from_a_fresh_draw(poison):
+    """A lane whose first draw reads +inf, or whose gradient vanished (the saturated-sigmoid
+    freeze), is redrawn within its own steps and still converges; its neighbour is unaffected."""
+    from leakage.attacks.batched_lbfgs import minimise_lanes
 
-    net, images, labels, gradient = _case(tiny, 24)
-    runs: list[int] = []
-    real_match, real_l2 = deep_leakage.lbfgs_match, deep_leakage.l2_distance
+    target = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]])
+    draws: list[int] = []
 
-    def counting_match(*args, **kwargs):
-        runs.append(kwargs["iterations"])
-        return real_match(*args, **kwargs)
+    def objective(x, lanes):
+        loss = ((x - target[lanes]) ** 2).sum(1)
+        grad = 2 * (x - target[lanes])
+        poisoned = (lanes == 0) & (len(draws) == 0)
+        if poison == "inf":
+            loss = torch.where(poisoned, torch.full_like(loss, float("inf")), loss)
+        else:
+            loss = torch.where(poisoned, torch.full_like(loss, 1e3), loss)
+            grad = torch.where(poisoned[:, None], 0.0, grad)
+        return loss, grad
 
-    def poisoned_l2(dummy, observed):
-        distance = real_l2(dummy, observed)
-        if len(runs) > 1:
-            return distance
-        # inf keeps a finite gradient (L-BFGS keeps stepping); 0 * d + c has none.
-        return distance + float("inf") if poison == "inf" else distance * 0.0 + 1e3
+    def redraw(lanes):
+        draws.extend(lanes.tolist())
+        return torch.zeros(len(lanes), 3)
 
-    monkeypatch.setattr(deep_leakage, "lbfgs_match", counting_match)
-    monkeypatch.setattr(deep_leakage, "l2_distance", poisoned_l2)
+    result = minimise_lanes(objective, torch.full((2, 3), 9.0), steps=30, scale=torch.ones(2),
+                            converged=1e-12, check_every=2, redraw=redraw)
+    assert draws == [0]
+    assert result.redraws.tolist() == [1, 0]
+    assert torch.allclose(result.best, target, atol=1e-5)
+    assert result.steps.max() <= 30
+    assert float(result.best_loss.max()) < 1e-12
+
+
+def test_batched_lbfgs_direction_is_the_two_loop_recursion():
+    """The compact form gives the same -H g as torch.optim.LBFGS's two-loop recursion,
+    per lane, including a lane that rejected a pair."""
+    from leakage.attacks.batched_lbfgs import BatchedLBFGS
+
+    g = torch.Generator().manual_seed(0)
+    dim, history = 12, 4
+    a = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    hessian = a @ a.T + dim * torch.eye(dim, dtype=torch.float64)
+    memory = BatchedLBFGS(2, dim, history=history, device=torch.device("cpu"), dtype=torch.float64)
+    pairs = []
+    for k in range(7):
+        s = torch.randn(dim, generator=g, dtype=torch.float64)
+        accept = torch.tensor([True, k != 5])
+        memory.remember(torch.stack([s, s]), torch.stack([hessian @ s] * 2), accept)
+        pairs.append((k, s, hessian @ s))
+    grad = torch.randn(dim, generator=g, dtype=torch.float64)
+    direction, has_memory = memory.direction(torch.stack([grad, grad]))
+    assert has_memory.tolist() == [True, True]
+
+    def two_loop(kept):
+        q, alphas = -grad.clone(), []
+        for _, s, y in reversed(kept):
+            alphas.append(float(s @ q / (y @ s)))
+            q -= alphas[-1] * y
+        alphas.reverse()
+        r = q * float(kept[-1][1] @ kept[-1][2] / (kept[-1][2] @ kept[-1][2]))
+        for (_, s, y), alpha in zip(kept, alphas):
+            r += s * (alpha - float(y @ r / (y @ s)))
+        return r
+
+    assert torch.allclose(direction[0], two_loop(pairs[-history:]), rtol=1e-9, atol=1e-12)
+    lane1 = [p for p in pairs[-history:] if p[0] != 5]
+    assert torch.allclose(direction[1], two_loop(lane1), rtol=1e-9, atol=1e-12)
+
+
+def test_many_problems_in_one_solve(tiny):
+    """Two gradients, two restarts each, one batched solve: both images recovered, each
+    result with its own labels and its lanes' steps."""
+    from leakage.attacks.deep_leakage import MatchingProblem, solve_matching
+
+    net = build_model("lenet", image_size=8, seed=0)
+    problems, originals, truths = [], [], []
+    for index in (12, 60):
+        images, labels = tiny.images[index:index + 1], tiny.labels[index:index + 1]
+        problems.append(MatchingProblem(client_gradients(net, images, labels), labels, index))
+        originals.append(images)
+        truths.append(labels.tolist())
+    results = solve_matching("idlg", net, problems, input_shape=(3, 8, 8), num_classes=10,
+                             batch_size=1, iterations=60, restarts=2, device="cpu")
+    assert len(results) == 2
+    for result, images, truth in zip(results, originals, truths):
+        assert float(psnr(result.images, images)[0]) > 30.0
+        assert result.labels.tolist() == truth
+        assert 1 <= result.iterations <= 2 * 60
+
+
+def test_convnet_lanes_use_the_generic_path(tiny):
+    """A model without the LeNet fast path (vmap per lane) still solves a 2-lane problem."""
+    net = build_model("convnet", image_size=8, seed=0, width=4)
+    images, labels = tiny.images[12:13], tiny.labels[12:13]
+    gradient = client_gradients(net, images, labels)
     result = run_attack("idlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,
-                        iterations=60, restarts=1, device="cpu", seed=1)
-    assert len(runs) == 2
-    assert runs[1] < 60  # the fresh draw gets the steps the dead one left
-    assert result.iterations <= 60
-    assert np.isfinite(result.loss)
-    assert float(psnr(result.images, images)[0]) > 30.0
+                        iterations=5, restarts=2, device="cpu", seed=0)
+    assert result.images.shape == (1, 3, 8, 8) and np.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("model_name", ["lenet", "mlp", "convnet"])
+def test_lane_pass_matches_plain_autograd(tiny, model_name):
+    """Per lane, the batched objective's distance and its derivative in the images equal
+    DLG's loss on that lane alone (the lane pass for LeNet/MLP, vmap for the rest)."""
+    from leakage.attacks.common import l2_distance, soft_cross_entropy
+    from leakage.attacks.deep_leakage import MatchingProblem, _Objective, lane_layers
+
+    net = build_model(model_name, image_size=8, seed=0, width=8)
+    assert (lane_layers(net) is None) == (model_name == "convnet")
+    batch, lanes = 2, 3
+    problems = [MatchingProblem(client_gradients(net, tiny.images[i:i + 2], tiny.labels[i:i + 2]),
+                                None, 0) for i in (0, 30)]
+    lane_problem = torch.tensor([0, 1, 1])
+    objective = _Objective(net, problems, lane_problem, batch_size=batch, input_shape=(3, 8, 8),
+                           num_classes=10, device=torch.device("cpu"))
+    x = torch.randn(lanes, objective.dim, generator=torch.Generator().manual_seed(3))
+    distance, gradient = objective(x, torch.arange(lanes))
+    for lane in range(lanes):
+        point = x[lane].clone().requires_grad_(True)
+        images = point[:batch * 192].view(batch, 3, 8, 8)
+        logits = point[batch * 192:].view(batch, 10)
+        loss = soft_cross_entropy(net(images), logits)
+        dummy = torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
+        expected = l2_distance(dummy, problems[int(lane_problem[lane])].observed)
+        (expected_grad,) = torch.autograd.grad(expected, point)
+        assert torch.allclose(distance[lane], expected.detach(), rtol=1e-4)
+        assert torch.allclose(gradient[lane], expected_grad, rtol=1e-3, atol=1e-6)

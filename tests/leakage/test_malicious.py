@@ -148,6 +148,10 @@ def test_trusted_view_is_the_same_function_without_the_bias_parameter() -> None:
     x = torch.rand(2, *SHAPE)
     assert torch.equal(view(x), model(x))
     assert vector.size == sum(p.numel() for p in view.parameters())
+    # gradient matching runs on the view (the fixed bias is no parameter to match)
+    result = run_attack("idlg", view, [torch.zeros_like(p) for p in view.parameters()], input_shape=SHAPE,
+                        num_classes=10, batch_size=1, iterations=2, device="cpu")  # fmt: skip
+    assert result.images.shape == (1, *SHAPE)
 
 
 def test_inconsistency_isolates_the_target_through_two_server() -> None:
@@ -193,7 +197,7 @@ def test_vetting_flags_every_attack_model(pool: torch.Tensor) -> None:
     trap = trap_model(base, SHAPE, TrapSpec(rows=64))
     assert "paired-magnitudes" in {f.check for f in vet_structure(trap)}
     calibrated = trap_model(base, SHAPE, TrapSpec(rows=64, rate=1 / 240), pool)
-    assert {"silent-rows", "paired-magnitudes"} <= {f.check for f in vet(calibrated, images)}
+    assert "paired-magnitudes" in {f.check for f in vet(calibrated, images)}
     silent = suppressed_model(base)
     gradient = client_gradients(silent, images, torch.arange(8) % 10)
     assert {"zeroed-layer", "saturating-bias", "vanishing-update"} <= {
@@ -203,9 +207,19 @@ def test_vetting_flags_every_attack_model(pool: torch.Tensor) -> None:
         check_model(silent, images, gradient)
 
 
+def test_silent_rows_flag_a_trap_calibrated_on_public_data() -> None:
+    data = load_embedded(32)
+    pool32 = torch.cat([data.images, data.images.flip(-1)])
+    trap = trap_model(build_model("lenet", seed=0), (3, 32, 32), TrapSpec(rows=256, rate=1 / 128), pool32)
+    assert "silent-rows" in {f.check for f in vet(trap, pool32[100:108])}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_vetting_passes_honest_models_at_init_and_after_training(pool: torch.Tensor, name: str) -> None:
-    model = build_model(name, image_size=SIDE, seed=3)
+@pytest.mark.parametrize("side", [16, 32])
+def test_vetting_passes_honest_models_at_init_and_after_training(name: str, side: int) -> None:
+    data = load_embedded(side)
+    pool = torch.cat([data.images, data.images.flip(-1)])
+    model = build_model(name, image_size=side, seed=3)
     images, labels = pool[:8], torch.arange(8) % 10
     assert vet(model, images, client_gradients(model, images, labels)) == []
     for step in range(10):  # ten FedAvg rounds of two clients, one local step each
@@ -291,3 +305,20 @@ def test_binding_stops_inconsistency_but_not_imprint(name: str) -> None:
     assert bound["recovered"] == 0 and bound["verdict"] == "not exposed" and bound["target_cosine"] is None
     imprint = run_malicious(MaliciousSettings(attack="imprint", defense="bind", bins=16, **common))["row"]  # type: ignore[arg-type]
     assert imprint["error"] is None and imprint["recovered"] >= 1 and imprint["verdict"] == "exposed"
+
+
+def test_evaluate_section_runs_each_defence_and_renders() -> None:
+    from leakage.app.malicious import evaluate_malicious
+    from leakage.app.report import _malicious
+
+    rows, images = evaluate_malicious(
+        ["inconsistency"], ["two-server"], clients=3, batch=1, model="mlp", resolution=8, iterations=None,
+        inversion=("analytic",), quick=True, seed=0, device="cpu", max_protocol_seconds=60.0,
+    )  # fmt: skip
+    assert [r["defense"] for r in rows] == [None, "bind", "vet"]
+    assert rows[0]["verdict"] == "exposed" and rows[1]["recovered"] == rows[2]["recovered"] == 0
+    assert rows[1]["error"].startswith("ModelBindingError")
+    assert set(rows[2]["refused"]) == {"1", "2"}  # the suppressed clients refuse; the target alone is too few
+    assert list(images) == ["two-server/inconsistency"]
+    html = _malicious(rows, images)
+    assert "A server that deviates" in html and html.count("<tr>") == 4 and "data:image/png" in html

@@ -11,7 +11,7 @@ import pytest
 import protocols
 from protocols.plaintext import PlaintextFedSGD
 from secagg.costs import FIELDS, Projection, RoundCosts, choose_config, covering, round_costs
-from secagg.errors import SecAggError
+from secagg.errors import EncodingOverflowError, SecAggError
 from secagg.round import run_round
 
 
@@ -82,3 +82,23 @@ def test_the_baseline_is_found_by_declaration_not_by_name() -> None:
     assert protocols.baseline() == "plaintext-fedsgd"
     assert protocols.baseline("weighted_mean") == "plaintext-fedavg"
     assert all(protocols.get(protocols.baseline(kind)).is_baseline for kind in ("sum", "weighted_mean"))
+
+
+def test_integer_inputs_set_the_bound_and_zero_fraction_bits_together() -> None:
+    # 2^20 with the default 16 fractional bits would need 37 bits of a 32-bit ring.
+    with pytest.raises(EncodingOverflowError):
+        protocols.create("two-server").with_input_bound(2.0**20)
+    two_server = protocols.create("two-server").with_integer_inputs(2.0**20)
+    assert two_server.input_bound == 2.0**20 and two_server.config.frac_bits == 0
+    plaintext = protocols.create("plaintext-fedsgd")
+    assert plaintext.with_integer_inputs(2.0**40) is plaintext
+
+
+@pytest.mark.parametrize("name", protocols.available())
+def test_declared_config_fields_exist(name: str) -> None:
+    cls = protocols.get(name)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    for declared in (cls.input_bound_field, cls.frac_bits_field):
+        assert declared is None or declared in names, (name, declared)
+    # A codec whose fractional bits the configuration sets is declared, so no caller guesses.
+    assert ("frac_bits" in names) == (cls.frac_bits_field == "frac_bits"), name

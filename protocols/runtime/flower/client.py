@@ -28,9 +28,11 @@ and its config come with every message, so one ClientApp serves any registered p
   hosted party, return its outgoing wire bytes.
 - ``reveal``: the aggregate, from the node hosting the protocol's aggregate holder.
 
-State between messages lives in ``Context.state`` as bytes (parties pickled, with key
-objects that do not pickle turned into their raw bytes): Ray may hand a node's next
-message to another worker process, and the state must stay on the node.
+State between messages lives in ``Context.state`` as bytes in an explicit versioned layout
+(:func:`protocols.runtime.flower.transport.dump_node`, parties through ``secagg.state``,
+never pickled): Ray may hand a node's next message to another worker process, and a
+deployment starts a fresh ClientApp process per message, while the state must stay on
+the node.
 """
 
 from __future__ import annotations

@@ -239,8 +239,15 @@ class SecAggWorkflow:
         }
         replies = grid.send_and_receive(list(messages.values()), timeout=self.timeout)
         answered: dict[int, tuple[Any, int, int]] = {}
+        # An error the SuperLink makes for a node that went away (NODE_UNAVAILABLE) comes
+        # from the SuperLink's own node id: attribute it by the message it answers.
+        by_message_id = {m.metadata.message_id: node for node, m in messages.items() if m.metadata.message_id}
         for reply in replies:
             node = reply.metadata.src_node_id
+            if node not in messages:
+                node = by_message_id.get(reply.metadata.reply_to_message_id, node)
+            if node not in messages:
+                continue  # not attributable: its node counts as not answering below
             if reply.has_error():
                 if failed is None:
                     raise ProtocolStateError(f"node {node}: {reply.error.reason}")

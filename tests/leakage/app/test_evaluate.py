@@ -47,6 +47,8 @@ ROW_KEYS = {
     "iterations",
     "seconds",
     "full_attack",
+    "budget",
+    "restarts",
     "note",
 }
 COST_KEYS = {

@@ -14,7 +14,7 @@ from secagg.costs import FIELDS
 def _row(observer: str, observable: str, verdict: str) -> AssessmentRow:
     return AssessmentRow(
         "p", observer, observable, "plaintext", "idlg", 30.0, 30.0, 0.9, 1.0, 1.0, 10.0, True,
-        verdict, "", 10, 0.1, True,
+        verdict, "", 10, 0.1, True, 10, 1,
     )
 
 

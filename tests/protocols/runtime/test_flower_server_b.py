@@ -107,3 +107,38 @@ def test_the_server_b_node_flag() -> None:
     assert SecAggWorkflow(NAME, protocols.get(NAME).fast_config, server_b_node=True).server_b_node
     # One flag for a mixed schedule: a one-server protocol ignores it.
     assert not SecAggWorkflow("plaintext-fedavg", {}, server_b_node=True).server_b_node
+
+
+class _UnavailableGrid(FakeGrid):
+    """Node 3 goes away before ``stage``: the SuperLink answers its message with a
+    NODE_UNAVAILABLE error from the SuperLink's own node id (1), as Flower 1.42 does."""
+
+    def __init__(self, trust: Trust, stage: str) -> None:
+        super().__init__(trust)
+        self.stage = stage
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        from flwr.app import Error
+
+        replies = []
+        for message in messages:
+            record: Any = message.content["secagg"]
+            gone = message.metadata.dst_node_id == 103 and "stage" in record and record["stage"] == self.stage
+            if gone:
+                reply = Message(Error(code=5, reason="node unavailable"), reply_to=message)
+                reply.metadata.__dict__["_src_node_id"] = 1
+                replies.append(reply)
+            else:
+                replies.extend(super().send_and_receive([message], timeout))
+        return replies
+
+
+def test_a_superlink_error_for_a_vanished_node_drops_that_node() -> None:
+    trust = Trust.generate(N)
+    flow = SecAggWorkflow("secagg", {})
+    grid = _UnavailableGrid(trust, "masked_input")
+    keys = ServerKeys.of(trust, with_server_b=False)
+    outcome = _train_and_aggregate(flow, grid, grid.get_node_ids(), 0, np.zeros(N_PARAMS), keys)  # type: ignore[arg-type]
+    assert outcome.included == (0, 1, 2)
+    bound = protocols.create("secagg").precision(n_clients=N, value_range=0.5)
+    assert np.max(np.abs(outcome.aggregate - _reference(outcome.included))) <= bound
