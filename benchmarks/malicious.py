@@ -85,10 +85,14 @@ def imprint_rows(grid: dict[str, Any], quick: bool) -> tuple[list[dict[str, Any]
         mine = [r for r in rows if r["protocol"] == name]
         measured = float(np.mean([r["recovered"] for r in mine]))
         expected = float(np.mean([r["expected"] for r in mine]))
+        alone = float(np.mean([r["alone"] for r in mine]))
         summary[name] = {
             "measured_mean": measured,
             "expected_mean": expected,
             "ratio": measured / expected if expected else None,
+            "alone_mean": alone,
+            "within_10pct_runs": sum(abs(r["recovered"] / r["expected"] - 1) <= 0.1 for r in mine),
+            "runs": len(mine),
             "min_recovered": min(r["recovered"] for r in mine),
             "images": mine[0]["images"],
             "half_reached_every_run": all(r["recovered"] >= r["images"] / 2 for r in mine),

@@ -644,8 +644,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-memory", action="store_true", help="with --scale: skip the 1,000-client 10^5-parameter round"
     )
+    parser.add_argument(
+        "--step-only",
+        action="store_true",
+        help="the client step beside Flower's at 10^6 and the sized k alone",
+    )
     parser.add_argument("--out", default="bench-out")
     args = parser.parse_args(argv)
+    if args.step_only:
+        sizing = _scale_protocol(SCALE_CLIENTS).config.sizing(SCALE_CLIENTS)
+        k = sizing.neighbours if sizing.neighbours is not None else SCALE_CLIENTS - 1
+        step = {
+            "benchmark": "pairwise-step",
+            "environment": environment(),
+            **scale_client_step(STEP_PARAMS, k),
+        }
+        print(f"client step {step}")
+        print(f"wrote {write_json(Path(args.out) / 'pairwise-step.json', step)}")
+        return 0
     record = run(
         args.quick, scale=args.scale or args.scale_only, grid=not args.scale_only, memory=not args.no_memory
     )

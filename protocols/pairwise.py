@@ -124,7 +124,7 @@ from secagg.errors import (
     WireFormatError,
 )
 from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed, party_name
-from secagg.prf import domain, expand, random_seed
+from secagg.prf import domain, expand, random_seed, stream
 from secagg.protocol import Protocol, RoundSpec, ThreatModel
 from secagg.sealing import generate_keypair, public_key, shared_key
 from secagg.shamir import PRIME, limbs_per_secret, limbs_to_secret, reconstruct, share_secrets
@@ -698,6 +698,30 @@ def _self_mask(seed: bytes, *, round_id: int, client: int, n: int, ring_bits: in
     )
 
 
+def _pair_label(*, round_id: int, a: int, b: int) -> bytes:
+    return domain("pairwise/mask", round_id=round_id, parties=(min(a, b), max(a, b)))
+
+
+def _self_label(*, round_id: int, client: int) -> bytes:
+    return domain("pairwise/self-mask", round_id=round_id, parties=(client,))
+
+
+class _MaskStream:
+    """PRF expansions of one array's size into one reused buffer (the keystream of
+    :func:`secagg.prf.stream`, equal to :func:`secagg.prf.expand`'s): a fresh multi-megabyte
+    allocation per peer costs more in page faults than AES-CTR itself."""
+
+    def __init__(self, like: np.ndarray) -> None:
+        self._zeros = bytes(like.nbytes)
+        # update_into wants room for a block more than it writes.
+        self._out = bytearray(like.nbytes + 16)
+        self.mask = np.frombuffer(self._out, dtype=like.dtype.newbyteorder("<"))[: like.size]
+
+    def fill(self, seed: bytes, label: bytes) -> np.ndarray:
+        stream(seed, label).update_into(self._zeros, self._out)
+        return self.mask
+
+
 def apply_masks(
     encoded: np.ndarray,
     *,
@@ -709,17 +733,13 @@ def apply_masks(
     """Mask ``encoded`` (uint32/uint64, modified in place and returned) as client ``client``.
 
     y = x + PRG(b) + sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ij) mod 2^k: one PRF
-    expansion per peer, each added or subtracted over the whole array, no copies.
+    expansion per peer into one reused buffer, each added or subtracted over the whole
+    array in place.
     """
-    n = encoded.size
-    bits = 8 * encoded.dtype.itemsize
-    np.add(
-        encoded,
-        _self_mask(self_mask_seed, round_id=round_id, client=client, n=n, ring_bits=bits),
-        out=encoded,
-    )
+    masks = _MaskStream(encoded)
+    np.add(encoded, masks.fill(self_mask_seed, _self_label(round_id=round_id, client=client)), out=encoded)
     for peer, seed in pair_seeds.items():
-        mask = _pair_mask(seed, round_id=round_id, a=client, b=peer, n=n, ring_bits=bits)
+        mask = masks.fill(seed, _pair_label(round_id=round_id, a=client, b=peer))
         if peer > client:
             np.add(encoded, mask, out=encoded)
         else:
@@ -736,12 +756,11 @@ def remove_masks(
 ) -> np.ndarray:
     """Unmask the sum of masked inputs in place: the self masks of the survivors, and for
     each (dropped owner, surviving peer, pair seed) the pair mask the survivor added."""
-    n = total.size
-    bits = 8 * total.dtype.itemsize
+    masks = _MaskStream(total)
     for owner, seed in self_mask_seeds.items():
-        np.subtract(total, _self_mask(seed, round_id=round_id, client=owner, n=n, ring_bits=bits), out=total)
+        np.subtract(total, masks.fill(seed, _self_label(round_id=round_id, client=owner)), out=total)
     for owner, peer, seed in dropped_pairs:
-        mask = _pair_mask(seed, round_id=round_id, a=owner, b=peer, n=n, ring_bits=bits)
+        mask = masks.fill(seed, _pair_label(round_id=round_id, a=owner, b=peer))
         # The survivor added +mask when the dropped owner's id is larger.
         if owner > peer:
             np.subtract(total, mask, out=total)
@@ -1368,7 +1387,11 @@ class PairwiseServer(Party):
                 peer,
                 # The survivor derived the seed bound to its own model digest.
                 pair_seed(
-                    secret, self._keys[peer][1], round_id=rid, a=owner, b=peer,
+                    secret,
+                    self._keys[peer][1],
+                    round_id=rid,
+                    a=owner,
+                    b=peer,
                     binding=self.binding_ledger.bindings.get(peer, b""),
                 ),
             )  # fmt: skip

@@ -215,6 +215,11 @@ def handle_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(record.as_dict(), default=str))
     else:
         print(summary_table(record))
+        if record.malicious:
+            from leakage.app.malicious import malicious_table
+
+            print("\nA server that deviates:")
+            print(malicious_table([dict(row) for row in record.malicious]))
         print(f"\nreport: {Path(args.out) / 'report.html'}   data: {Path(args.out) / 'results.json'}")
     return 0
 

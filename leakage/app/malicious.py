@@ -221,6 +221,14 @@ def recovered_count(
     return count, [float(b) for b in best]
 
 
+def imprint_singletons(model: nn.Module, images: torch.Tensor, bins: int) -> int:
+    """Images alone in a readable gap of ``model``'s bins (gaps 1..bins)."""
+    edges = imprint_edges(model).numpy()
+    gaps = np.searchsorted(edges, imprint_statistic(model, images).numpy())
+    counts = np.bincount(gaps, minlength=edges.size + 1)
+    return int(sum(1 for g in gaps if 1 <= g <= bins and counts[g] == 1))
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b) / denominator if denominator > 0 else 0.0
@@ -293,6 +301,7 @@ def run_malicious(
         "target_psnr": None,
         "plaintext_psnr": None,
         "expected": None,
+        "alone": None,
         "verdict": "not exposed",
         "error": None,
         "refused": {str(c): reason for c, reason in side.refusals.items()},
@@ -370,6 +379,9 @@ def run_malicious(
             counts = np.round(
                 imprint_gap_probabilities(edges, imprint_statistic(model, data.pool)) * len(data.pool)
             ).astype(int)
+            # Scoring only (the attacker cannot know it): how many images the draw left alone
+            # in a readable gap, the quantity the expectation is about.
+            row["alone"] = imprint_singletons(model, data.all_images(included), settings.bins)
             row["expected"] = expected_imprint_recoveries_drawn(
                 len(included) * settings.batch, counts.tolist(), settings.bins
             )
