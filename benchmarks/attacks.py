@@ -220,9 +220,9 @@ def speed_ratios(data: ImageSet, device: torch.device, *, steps: int,
     def median_psnr(variant: str) -> float:
         return statistics.median(r[variant]["psnr"] for r in rows)
 
-    model = build_model("lenet", num_classes=data.num_classes, seed=0)
-    gradient = client_gradients(model, data.images[:1], data.labels[:1])
     shape3 = (int(data.images.shape[1]), int(data.images.shape[2]), int(data.images.shape[3]))
+    model = build_model("lenet", num_classes=data.num_classes, image_size=shape3[1], seed=0)
+    gradient = client_gradients(model, data.images[:1], data.labels[:1])
     lanes: dict[str, float] = {}
     for count in (1, restarts):
         _, _, cpu = _timed(functools.partial(

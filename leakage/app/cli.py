@@ -368,10 +368,11 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, verdict."""
+    """The verdict table: observer, observable, attack, PSNR, SSIM, label accuracy, the
+    attack's budget (steps x restarts) and the verdict."""
     header = (
         f"{'observer':<10} {'observable':<34} {'attack':<10} {'PSNR dB':>8} {'SSIM':>6} "
-        f"{'labels':>6} {'random':>7}  verdict"
+        f"{'labels':>6} {'random':>7} {'budget':>9}  verdict"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -379,8 +380,9 @@ def verdict_table(rows: list[dict[str, Any]]) -> str:
         verdict = r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")
         if r.get("epsilon") is not None:
             verdict += f"  epsilon={r['epsilon']:.3g}"
+        budget = f"{r['budget']}x{r['restarts']}" if "budget" in r else "-"
         lines.append(
             f"{r['observer']:<10} {r['observable'][:34]:<34} {r['attack']:<10} {r['psnr']:>8.1f} "
-            f"{r['ssim']:>6.3f} {r['label_accuracy']:>6.2f} {baseline:>7}  {verdict}"
+            f"{r['ssim']:>6.3f} {r['label_accuracy']:>6.2f} {baseline:>7} {budget:>9}  {verdict}"
         )
     return "\n".join(lines)
