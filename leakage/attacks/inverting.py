@@ -129,7 +129,7 @@ def inverting_gradients(
     if labels is None:
         # After several local steps the last-layer update is still a sum of (p - y) h^T
         # terms with mostly the same signs, so the label heuristic remains usable.
-        labels = infer_label_counts(model, observed_gradient, batch_size)
+        labels = infer_label_counts(model, observed_gradient, batch_size, input_shape=input_shape)
     if labels.shape != (batch_size,):
         raise AttackConfigError(f"expected labels of shape ({batch_size},), got "
                                 f"{tuple(labels.shape)}")
