@@ -122,9 +122,11 @@ def padded_dimension(n_params: int) -> int:
     return 1 << (n_params - 1).bit_length()
 
 
-# Butterfly stages are grouped _GROUP_BITS at a time and each group is one product with
-# the 2^_GROUP_BITS Sylvester matrix (BLAS): numpy's strided radix-2 passes are slow for
-# the first stages (inner runs of 2-8 elements), a 16x16 product is not.
+# The first _GROUP_BITS butterfly stages are one product with the 2^_GROUP_BITS Sylvester
+# matrix (einsum's own loops: numpy's strided radix-2 passes are slow there, on inner runs
+# of 2-8 elements; BLAS matmul is faster on an idle machine but its threads stall for
+# milliseconds per call when the cores are shared). The later stages are radix-2 passes
+# over long contiguous runs, ping-ponging between two buffers.
 _GROUP_BITS = 4
 
 
@@ -140,26 +142,25 @@ _SYLVESTER = {bits: _sylvester(bits) for bits in range(1, _GROUP_BITS + 1)}
 
 def _hadamard_into(window: np.ndarray, scratch: np.ndarray, scale: float) -> None:
     """``window <- scale * H window`` (unnormalised H) in place; ``scratch`` is a buffer of
-    the same power-of-two size. Stage group g views the vector as (blocks, 2^k, 2^done) and
-    multiplies the middle axis by the Sylvester matrix (H_{2^a} (x) H_{2^b} = H_{2^(a+b)});
-    ``scale`` rides on the first group's matrix, so it costs no pass of its own."""
+    the same power-of-two size. ``scale`` rides on the first stages' matrix, so it costs
+    no pass of its own."""
     d = window.size
     stages = d.bit_length() - 1
-    source, target = window, scratch
-    done = 0
-    while done < stages:
-        bits = min(_GROUP_BITS, stages - done)
-        matrix = _SYLVESTER[bits] * scale if done == 0 else _SYLVESTER[bits]
-        width = 1 << bits
-        if done == 0:  # H is symmetric: x @ H multiplies each contiguous block
-            np.matmul(source.reshape(-1, width), matrix, out=target.reshape(-1, width))
-        else:
-            np.matmul(matrix, source.reshape(-1, width, 1 << done), out=target.reshape(-1, width, 1 << done))
-        source, target = target, source
-        done += bits
     if stages == 0:
         window *= scale
-    elif source is not window:
+        return
+    low = min(_GROUP_BITS, stages)
+    width = 1 << low
+    np.einsum("ij,kj->ki", _SYLVESTER[low] * scale, window.reshape(-1, width), out=scratch.reshape(-1, width))
+    source, target = scratch, window
+    h = width
+    while h < d:
+        pairs, out = source.reshape(-1, 2, h), target.reshape(-1, 2, h)
+        np.add(pairs[:, 0], pairs[:, 1], out=out[:, 0])
+        np.subtract(pairs[:, 0], pairs[:, 1], out=out[:, 1])
+        source, target = target, source
+        h *= 2
+    if source is not window:
         window[:] = source
 
 
@@ -495,7 +496,7 @@ class DistributedDP(Transform):
             raise UpdateError(f"expected a precomputed int64 noise vector of {plan.dim} values, "
                               f"got shape {np.shape(noise)} dtype {np.asarray(noise).dtype}")
         # Clip and the 1 / gamma scale ride on the rotation's first matrix product.
-        norm = math.sqrt(float(np.dot(array, array)))
+        norm = math.sqrt(_squared_norm(array))
         clip_scale = self.clip / norm if norm > self.clip else 1.0
         scaled = np.empty(plan.dim)
         _rotate_into(scaled, array, self.round_seed, clip_scale / plan.gamma)
@@ -509,7 +510,7 @@ class DistributedDP(Transform):
             np.multiply(uniforms, 2.0**-32, out=rounded)
             rounded += scaled
             np.floor(rounded, out=rounded)
-            if float(np.dot(rounded, rounded)) <= bound:
+            if _squared_norm(rounded) <= bound:
                 break
         else:  # probability <= beta^1000 for a vector within the clip
             raise DDPConfigError(f"randomised rounding stayed above the bound {plan.l2_bound:.6g} "
@@ -668,6 +669,12 @@ class DDPRound:
 def _skellam_variance(std: float) -> Fraction:
     """A rational Skellam variance at least std^2 (denominator 2^20: exact Poisson halves)."""
     return Fraction(math.ceil(std * std * 2**20), 2**20)
+
+
+def _squared_norm(values: np.ndarray) -> float:
+    """``sum(values^2)`` without BLAS (np.dot wakes BLAS threads that spin afterwards and
+    slow every later pass when the cores are shared)."""
+    return float(np.einsum("i,i->", values, values))
 
 
 def _centred_inplace(values: np.ndarray, modulus: int) -> np.ndarray:

@@ -517,6 +517,12 @@ def _fast_table(kind: str, parameter: Fraction, slack_bits: int | None) -> _Fast
     return _FastTable(lo, lower, upper, base, threshold.astype(np.uint64), width.astype(np.uint64))
 
 
+def clear_tables() -> None:
+    """Forget the cached tables (benchmarks time their construction)."""
+    _fast_table.cache_clear()
+    _boundaries.cache_clear()
+
+
 def _resolve(bits: SecureBits, kind: str, parameter: Fraction, word: int) -> int:
     """The sample for a first word the 64-bit table could not decide: reveal U 64 bits at
     a time against enclosures 2^64 times tighter each step (exact; terminates w.p. 1)."""
