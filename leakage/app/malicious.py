@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from leakage.malicious import (
 )
 from leakage.metrics import hungarian
 from leakage.vetting import vet
+
+if TYPE_CHECKING:  # leakage imports the protocol layer lazily (runs with torch + numpy only)
+    from secagg.protocol import Protocol
 
 DEFENCES: tuple[str, ...] = ("bind", "vet")
 RECOVERED_DB = 30.0  # the issue's bar for "recovered" in these rows
@@ -234,21 +237,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / denominator if denominator > 0 else 0.0
 
 
-def readers(protocol: Any) -> str:
-    """Who can read the round's output: the party that holds it, and whoever the protocol
-    says shares its key."""
+def readers(protocol: Protocol[Any]) -> str:
+    """Who can read the round's output: the party that holds it, or whoever the protocol
+    says shares its key (:attr:`Protocol.aggregate_readers`)."""
     from secagg.party import party_name
 
-    holder = party_name(protocol.aggregate_holder)
-    extra = getattr(protocol, "aggregate_readers", None)
-    return extra or holder
+    return protocol.aggregate_readers or party_name(protocol.aggregate_holder)
 
 
 def run_malicious(
     settings: MaliciousSettings,
     *,
     log: Callable[[str], None] | None = None,
-    protocol: Any = None,
+    protocol: Protocol[Any] | None = None,
 ) -> dict[str, Any]:
     """One malicious-server round through ``settings.protocol``; the record of its row.
 
