@@ -562,7 +562,7 @@ class DDPRound:
                                  "protocol (two-server, secagg, plaintext-fedsgd)")
         bound = stage.for_round(n_clients=n_clients, round_seed=round_seed)
         bound.plan(n_params)  # refuse a bad configuration before any message
-        stages = tuple(getattr(transform, "transforms", (transform,)))[:-1]
+        stages = transform.stages[:-1]
         return cls(Compose(stages), bound, n_params)
 
     @property
@@ -637,7 +637,7 @@ def _centred(values: np.ndarray, modulus: int) -> np.ndarray:
 
 def find_ddp(transform: Transform) -> DistributedDP | None:
     """The DDP stage of a transform or pipeline (it must be the last stage), or None."""
-    stages = getattr(transform, "transforms", (transform,))
+    stages = transform.stages
     for index, stage in enumerate(stages):
         if isinstance(stage, DistributedDP):
             if index != len(stages) - 1:

@@ -211,6 +211,12 @@ class Transform:
         raise NotImplementedError
 
     @property
+    def stages(self) -> tuple[Transform, ...]:
+        """The plain transforms this one applies, in order: itself (a :class:`Compose`, its
+        stages)."""
+        return (self,)
+
+    @property
     def spec(self) -> str:
         params = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -489,6 +495,10 @@ class Compose(Transform):
             out = stage._apply(_as_update(out), source)
         # The identity pipeline still hands back a new array: apply never aliases its input.
         return out.copy() if out is update else out
+
+    @property
+    def stages(self) -> tuple[Transform, ...]:
+        return self.transforms
 
     @property
     def spec(self) -> str:

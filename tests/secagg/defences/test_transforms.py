@@ -224,6 +224,16 @@ def test_compose_applies_in_order_and_binds_segments() -> None:
     assert T.parse_transforms("none").apply(update).tolist() == update.tolist()
 
 
+def test_stages_are_the_plain_transforms_in_order() -> None:
+    from secagg.defences.ddp import DistributedDP, find_ddp
+
+    assert T.Float16().stages == (T.Float16(),)
+    assert T.parse_transforms("prune:ratio=0.5+int8").stages == (T.Prune(0.5), T.Int8())
+    assert T.parse_transforms("none").stages == ()
+    bare = DistributedDP(epsilon=3.0)
+    assert find_ddp(bare) is bare
+
+
 def test_bad_updates_are_refused() -> None:
     with pytest.raises(T.UpdateError, match="1-D"):
         T.Float16().apply(np.ones((2, 2)))
