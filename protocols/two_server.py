@@ -58,8 +58,17 @@ Stages: ``upload`` (clients send) -> ``collect`` (A sums shares and lists them t
 opens seeds and sums masks) -> ``unmask`` (B answers with the mask sum over the
 intersection) -> ``reveal`` (A combines and decodes).
 
-Upload: 4 bytes per parameter for k = 32 (8 for k = 64) + 9 bytes of array header +
-80 bytes of sealed seed + two 30-byte message frames.
+Rings: k = 8, 16, 32 or 64 (default 32); an element is k/8 bytes on the wire and in
+memory (uint8/16/32/64), masks are k-bit words of the AES-CTR stream (uniform: 2^k
+divides 2^(8 * bytes), nothing is reduced). A smaller ring leaves less room for the sum:
+n clients' |x| <= clip need n * rint(clip * 2^f) <= 2^(k-1) - 1 (checked before any
+upload, :class:`EncodingOverflowError` naming what fits), e.g. 100 clients of |x| <= 1
+take at most 8 fractional bits in Z_2^16. ``modular=True`` drops that budget for inputs
+that are residues whose decoder reduces modulo the ring itself (distributed DP's
+messages in Z_2^bits, carried in the 16-bit ring for bits = 16: 2 bytes per parameter).
+
+Upload: k/8 bytes per parameter (2 for k = 16, 4 for k = 32, 8 for k = 64) + 9 bytes of
+array header + 80 bytes of sealed seed + two 30-byte message frames.
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from secagg.binding import BindingLedger, ModelBinding, binding_message
-from secagg.encoding import FixedPoint, check_range
+from secagg.encoding import RING_BITS, FixedPoint, check_range, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -93,6 +102,9 @@ SEALED_SEED_BYTES = SEED_BYTES + SEAL_OVERHEAD  # 80
 SESSION_NONCE_BYTES = 16
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
+# The element dtypes a share or mask sum may carry on the wire: one per ring width.
+RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in RING_BITS)
+_RING_NAMES = "/".join(f"<u{d.itemsize}" for d in RING_WIRE_DTYPES)
 
 
 def mask_label(round_id: int, client: int) -> bytes:
@@ -117,13 +129,16 @@ def seed_associated_data(round_id: int, client: int, session: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class TwoServerConfig:
-    """``ring_bits`` k (32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
-    ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2)."""
+    """``ring_bits`` k (8, 16, 32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
+    ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2), ``modular``
+    (inputs are residues, the sum is wanted mod 2^k: no client budget; see the module
+    docstring)."""
 
     ring_bits: int = 32
     frac_bits: int = 16
     clip: float = 1.0
     min_clients: int = 2
+    modular: bool = False
 
     def __post_init__(self) -> None:
         # FixedPoint validates ring_bits, frac_bits and clip (and that clip*2^f fits).
@@ -135,7 +150,9 @@ class TwoServerConfig:
             )
 
     def codec(self) -> FixedPoint:
-        return FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
+        return FixedPoint(
+            ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip, modular=self.modular
+        )
 
 
 # --- payloads ---------------------------------------------------------------------------
@@ -145,9 +162,12 @@ class TwoServerConfig:
 class MaskedShare(Payload):
     """A's share of one client: x - PRF(seed) in Z_2^k.
 
-    Layout: array values (u8 dtype code 2 = <u4 or 3 = <u8 | u64 count | count * k/8
-    bytes little-endian). A client builds it with :meth:`allocate` and writes the
-    masked values straight into the wire buffer, so ``to_bytes`` copies nothing.
+    Layout: array values (u8 dtype code 1 = <u1, 8 = <u2, 2 = <u4 or 3 = <u8 | u64 count
+    | count * k/8 bytes little-endian): 9 + n * k/8 bytes. The count is bounded by the
+    bytes that follow it (the reader refuses a count the message cannot hold), and server A
+    takes only n_params elements of its own ring's dtype. A client builds it with
+    :meth:`allocate` and writes the masked values straight into the wire buffer, so
+    ``to_bytes`` copies nothing.
     """
 
     msg_type: ClassVar[int] = 1
@@ -175,8 +195,8 @@ class MaskedShare(Payload):
         reader = Reader(data, "MaskedShare")
         values = reader.array("values")
         reader.done()
-        if values.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
-            raise WireFormatError(f"MaskedShare: expected <u4 or <u8 values, got {values.dtype}")
+        if values.dtype not in RING_WIRE_DTYPES:
+            raise WireFormatError(f"MaskedShare: expected {_RING_NAMES} values, got {values.dtype}")
         return cls(values)
 
 
@@ -240,7 +260,8 @@ class HeldSet(Payload):
 class MaskSum(Payload):
     """B -> A: the agreed clients (intersection) and the sum of their masks mod 2^k.
 
-    Layout: array ids (as in HeldSet) | array mask_sum (code 2 <u4 or 3 <u8 | u64 n | values).
+    Layout: array ids (as in HeldSet) | array mask_sum (a ring dtype code as in
+    MaskedShare | u64 n | n * k/8 bytes little-endian).
     """
 
     msg_type: ClassVar[int] = 4
@@ -256,8 +277,8 @@ class MaskSum(Payload):
         clients = _read_ids(reader, "clients")
         mask_sum = reader.array("mask_sum")
         reader.done()
-        if mask_sum.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
-            raise WireFormatError(f"MaskSum: expected <u4 or <u8 values, got {mask_sum.dtype}")
+        if mask_sum.dtype not in RING_WIRE_DTYPES:
+            raise WireFormatError(f"MaskSum: expected {_RING_NAMES} values, got {mask_sum.dtype}")
         return cls(clients, mask_sum)
 
 
@@ -272,7 +293,9 @@ def mask_update(
     Equal to ``codec.encode(update) - prf.expand(seed, label, n)``, but each block of
     the float input is range-checked, scaled, rounded, cast and masked while it sits in
     cache, and the AES-CTR keystream is produced block by block into one reused buffer
-    (CTR is a stream: the blocks concatenate to ``prf.expand``'s stream).
+    (CTR is a stream: the blocks concatenate to ``prf.expand``'s stream). A modular codec
+    with k < 64 casts through int64, whose narrowing to k bits is the reduction mod 2^k
+    (its inputs may reach +2^(k-1), outside the signed k-bit range).
     """
     n = update.size
     if out.size != n or out.dtype != np.dtype(codec.dtype).newbyteorder("<"):
@@ -286,6 +309,7 @@ def mask_update(
     block = min(_BLOCK, max(n, 1))
     scaled = np.empty(block, dtype=np.float64)
     encoded = np.empty(block, dtype=signed)
+    wide = np.empty(block, dtype=np.int64) if codec.modular and itemsize < 8 else None
     zeros = bytes(block * itemsize)
     # update_into wants room for one extra AES block.
     stream = bytearray(block * itemsize + 15)
@@ -297,7 +321,11 @@ def mask_update(
         check_range(chunk, codec.clip)
         np.multiply(chunk, scale, out=scaled[:m])
         np.rint(scaled[:m], out=scaled[:m])
-        np.copyto(encoded[:m], scaled[:m], casting="unsafe")
+        if wide is None:
+            np.copyto(encoded[:m], scaled[:m], casting="unsafe")
+        else:
+            np.copyto(wide[:m], scaled[:m], casting="unsafe")
+            np.copyto(encoded[:m], wide[:m], casting="unsafe")
         encryptor.update_into(zeros[: m * itemsize], stream)
         np.subtract(encoded[:m].view(out.dtype), stream_view[:m], out=out[start:stop])
     encryptor.finalize()
@@ -587,6 +615,8 @@ class TwoServer(Protocol[TwoServerConfig]):
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
     frac_bits_field = "frac_bits"
+    ring_bits_field = "ring_bits"
+    modular_field = "modular"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
     state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)

@@ -1,5 +1,5 @@
 """A PRF/PRG over ring elements: a 32-byte seed and a domain label give any number of
-uniform elements of Z_2^32 or Z_2^64.
+uniform elements of Z_2^k (k = 8, 16, 32 or 64).
 
 Construction: ``key = HKDF-SHA256(seed, salt=SALT, info=label)`` (32 bytes), then the
 AES-256-CTR keystream under ``key`` (zero nonce: every label gives a fresh key) read as
@@ -7,7 +7,9 @@ little-endian integers. The seed keeps its full 256 bits of entropy (compare Flo
 SecAgg+, whose ``pseudo_rand_gen`` folds a 32-byte seed to 32 bits and draws from
 ``np.random.RandomState``: a seed space one can enumerate). Every k-bit pattern occurs,
 both ends of the ring included, because the keystream bytes are uniform and are used
-whole, without rejection or modular reduction.
+whole, without rejection or modular reduction: an element of Z_2^16 is two keystream
+bytes, one of Z_2^32 four (so a 16-bit ring's mask is exactly as uniform as a 32-bit one,
+and costs half the keystream).
 
 Domain separation: the label binds purpose, round and party ids, so the mask a client
 uses in round 3 never equals the one it used in round 2, and a pairwise mask for (i, j)

@@ -55,6 +55,7 @@ _DTYPE_CODES: dict[int, np.dtype] = {
     5: np.dtype("<f4"),
     6: np.dtype("<f8"),
     7: np.dtype("<f2"),
+    8: np.dtype("<u2"),  # elements of Z_2^16 (a 16-bit ring's masked shares)
 }
 _CODE_OF = {dtype: code for code, dtype in _DTYPE_CODES.items()}
 ARRAY_HEADER_BYTES = 9  # Writer.array: u8 dtype code + u64 element count

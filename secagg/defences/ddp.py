@@ -40,9 +40,14 @@ fixed ``noise_multiplier`` too small for the target), :class:`BitWidthTooSmallEr
 granularity fits the ring), :class:`DimensionNotPowerOfTwoError` (``pad=no``).
 
 Wire cost: a protocol carrying Z_2^bits elements sends ``bits / 8`` bytes per padded
-parameter. The protocols here carry Z_2^32 (or wider) elements, into which Z_2^bits
-embeds exactly (2^bits divides 2^32): the integer sum they reveal, reduced mod 2^bits,
-is the Z_2^bits sum. :meth:`DistributedDP.describe` reports both figures.
+parameter (``Plan.bytes_per_param``). :meth:`DDPRound.protocol` sets a protocol with a
+configurable ring (``two-server``, ``secagg``) to the smallest ring Z_2^k, k in
+{8, 16, 32, 64}, with k >= bits, in modular mode (the sum may wrap; Z_2^bits embeds
+exactly, 2^bits dividing 2^k, so the sum it reveals, reduced mod 2^bits, is the Z_2^bits
+sum): at bits = 16 the masked messages are uint16, 2 bytes per parameter plus fixed
+headers on the wire; a width between the byte sizes (e.g. 12) travels in the next ring
+(16), so it costs what 16 bits cost. Protocols without a ring (the plaintext baseline)
+carry the integers as they carry floats.
 
 What leaks: the aggregate is (epsilon, delta)-DP for add/remove of one client's update
 against anyone who sees it, including the server; the guarantee assumes every counted
@@ -566,13 +571,19 @@ class DDPRound:
 
     def protocol(self, cls: Any, *, fast: bool = False) -> tuple[Any, str]:
         """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
-        its ``fast_config`` when asked, input bound 2^(bits-1) and, where it has a fixed-point
-        codec, 0 fractional bits (the messages are integers, exact as they are)."""
+        its ``fast_config`` when asked, input bound 2^(bits-1), where it has a fixed-point
+        codec 0 fractional bits (the messages are integers, exact as they are), and where it
+        has a configurable ring the smallest modular ring of >= bits bits (16 for bits=16:
+        2 bytes per parameter on the wire)."""
         from secagg.costs import fast_or_default
 
-        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound)
+        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound,
+                                                                        modulus_bits=self.ddp.bits)
         exact = ", frac_bits 0" if cls.frac_bits_field is not None else ""
-        note = ("fast_config, " if fast else "default config, ") + f"input bound 2^{self.ddp.bits - 1}{exact}"
+        ring = protocol_ring_bits(protocol)
+        carried = f", modular ring Z_2^{ring}" if ring is not None else ""
+        note = (("fast_config, " if fast else "default config, ")
+                + f"input bound 2^{self.ddp.bits - 1}{exact}{carried}")
         return protocol, note
 
     def encode(self, updates: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -599,8 +610,15 @@ class DDPRound:
         epsilon = self.epsilon(summed) if summed else math.inf
         return (f"distributed DP ({self.ddp.noise}): the revealed sum of {summed} clients is "
                 f"({epsilon:.3g}, {self.ddp.delta:g})-DP; {plan.bits} bits per coordinate = "
-                f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} protocol "
-                "(the protocols here carry it in their own wider ring)")
+                f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} ring "
+                "(two-server and secagg carry it in the smallest modular ring of >= "
+                f"{plan.bits} bits; the measured bytes are in the costs)")
+
+
+def protocol_ring_bits(protocol: Any) -> int | None:
+    """The ring width a protocol instance carries values in (None: no configurable ring)."""
+    field_name = getattr(protocol, "ring_bits_field", None)
+    return None if field_name is None else int(getattr(protocol.config, field_name))
 
 
 def _skellam_variance(std: float) -> Fraction:
