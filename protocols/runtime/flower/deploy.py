@@ -17,7 +17,8 @@ loopback what an operator does across machines with Flower 1.42:
    round of :mod:`protocols.runtime.flower.server` and writes the round's result as JSON;
 4. stops every process it started (SIGTERM, then SIGKILL after a bound) and waits until
    no process of the run (including the ServerApp/ClientApp/SuperExec children Flower
-   starts) is left.
+   starts) is left. A runner killed outright (SIGKILL) cannot do that: on Linux every
+   process it started carries a parent-death signal (SIGKILL), so they go with it.
 
 Updates are synthetic and seeded (:func:`synthetic_update`) so a caller can compute the
 float64 reference. No network beyond loopback; nothing is downloaded (runtime dependency
@@ -27,6 +28,7 @@ installation is off).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -377,9 +379,45 @@ def _run_tag_pids(tag: str) -> list[int]:
     return found
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` under which a child gets ``sig`` when the process that started it
+    dies, however it dies (SIGKILL included): Linux's ``prctl(PR_SET_PDEATHSIG)``. None
+    off Linux, where nothing equivalent is set.
+
+    The signal is tied to the *thread* that forks: start the processes from a thread that
+    lives as long as the deployment (the main thread, as the CLI and the tests do). A
+    runner that dies between the fork and the prctl is caught by comparing the parent pid
+    afterwards. libc's ``prctl`` is looked up here, before the fork, so the child does no
+    more than two system calls before it execs.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent is already gone: follow it now
+            os.kill(os.getpid(), sig)
+
+    return arm
+
+
 @dataclass
 class Processes:
-    """The processes of one deployment, stopped together within a bound."""
+    """The processes of one deployment, stopped together within a bound.
+
+    Each is started in its own session (a terminal's Ctrl-C reaches the runner, which
+    stops them in order) and with a parent-death signal (:func:`die_with_parent`): if the
+    runner is killed outright, Linux SIGKILLs them, and Flower's own helpers (SuperExec,
+    ServerApp, ClientApp processes) exit when their parent does.
+    """
 
     tag: str
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -389,7 +427,12 @@ class Processes:
     ) -> subprocess.Popen[bytes]:
         handle = log.open("ab" if append else "wb")
         process = subprocess.Popen(  # noqa: S603 - fixed argv of Flower's own executables
-            list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            list(argv),
+            env=dict(env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # two syscalls in the child; libc looked up before the fork
         )
         handle.close()
         self.started.append((name, process))
