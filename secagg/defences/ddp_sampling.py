@@ -344,6 +344,7 @@ def _poisson_pieces(bits: SecureBits, a: int, b: int, n: int) -> np.ndarray:
 # recomputed 2^64 times tighter, which happens with probability ~2^-63 per sample.
 
 _GUIDE_BITS = 16
+_SLOW = np.iinfo(np.int64).min  # a guide bucket whose words take the full search
 _MAX_WORD = (1 << 64) - 1
 _TABLE_CACHE = 16
 
@@ -488,9 +489,9 @@ class _FastTable:
     lo: int
     lower: np.ndarray  # uint64, A_0..A_N
     upper: np.ndarray  # uint64, B_0..B_N (clipped to 2^64 - 1, a word never used)
-    base: np.ndarray  # int64 per bucket: the index at the bucket's start, -1: take the slow path
-    threshold: np.ndarray  # uint64 per bucket: the one boundary inside (2^64 - 1: none)
-    width: np.ndarray  # uint64 per bucket: B - A of that boundary (0: none)
+    base: np.ndarray  # int64 per bucket: the sample at the bucket's start; _SLOW: take the slow path
+    threshold: np.ndarray  # uint64 per bucket: A of the one boundary inside (2^64 - 1: none)
+    tie_width: np.uint64  # max B - A over those boundaries: words in [A, A + width) are undecided
 
 
 @functools.lru_cache(maxsize=_TABLE_CACHE)
@@ -512,9 +513,11 @@ def _fast_table(kind: str, parameter: Fraction, slack_bits: int | None) -> _Fast
     one = count == 1
     inside = np.minimum(first, size)
     threshold = np.where(one, lower[inside], np.uint64(_MAX_WORD))
-    width = np.where(one, upper[inside] - lower[inside], np.uint64(0))
-    base = np.where(slow, -1, first).astype(np.int64)
-    return _FastTable(lo, lower, upper, base, threshold.astype(np.uint64), width.astype(np.uint64))
+    widths = (upper[inside] - lower[inside])[one & ~slow]
+    tie_width = np.uint64(int(widths.max()) if widths.size else 0)
+    # A bucket's sample is base (+ 1 past its boundary); lo - 1 + index, folded in here.
+    base = np.where(slow, _SLOW, first.astype(np.int64) + (lo - 1)).astype(np.int64)
+    return _FastTable(lo, lower, upper, base, threshold.astype(np.uint64), tie_width)
 
 
 def clear_tables() -> None:
@@ -541,11 +544,13 @@ def _inverse_cdf(bits: SecureBits, kind: str, parameter: Fraction, n: int,
     """``n`` exact samples by inversion (one 64-bit word each, almost always)."""
     table = _fast_table(kind, parameter, slack_bits)
     words = bits.words(n)
-    top = words >> np.uint64(64 - _GUIDE_BITS)
+    top = (words >> np.uint64(64 - _GUIDE_BITS)).astype(np.intp)
     base = table.base[top]
     threshold = table.threshold[top]
-    index = base + (words >= threshold)
-    undecided = (base < 0) | ((words - threshold) < table.width[top])
+    sample = base + (words >= threshold)
+    # Conservative: a word within the widest enclosure of its bucket's boundary (or in a
+    # bucket without one, within that width of 2^64 - 1 after wrapping) is re-checked.
+    undecided = (base == _SLOW) | ((words - threshold) < table.tie_width)
     slow = np.flatnonzero(undecided)
     if slow.size:
         size = table.lower.size - 1
@@ -554,10 +559,10 @@ def _inverse_cdf(bits: SecureBits, kind: str, parameter: Fraction, n: int,
         clipped = np.clip(found, 1, size + 1)
         decided = (found >= 1) & (found <= size) & (chosen >= table.upper[clipped - 1])
         decided &= chosen != _MAX_WORD
-        index[slow] = found
+        sample[slow] = found + (table.lo - 1)
         for position in slow[~decided]:
-            index[position] = _resolve(bits, kind, parameter, int(words[position])) - table.lo + 1
-    return index + (table.lo - 1)
+            sample[position] = _resolve(bits, kind, parameter, int(words[position]))
+    return sample
 
 
 # Beyond these the tables (O(std) entries) grow too large: CKS for the discrete Gaussian,
