@@ -28,8 +28,9 @@ Liu, Steinke, ICML 2021):
   (message frames, array headers, sealed seed or keys and shares included) per parameter,
   next to the plan's bits/8, with the masked vector's message alone and the fixed rest.
   :meth:`DDPRound.protocol` puts the messages in the protocol's modular 16-bit ring, so
-  the masked vectors are uint16. The round's revealed sum must decode exactly like the
-  plain sum of the messages (``exact``).
+  the masked vectors are uint16; two more rounds (two-server, secagg) at 12 bits, the
+  smallest width within 1.5x central, whose ring Z_2^12 travels bit-packed. The round's
+  revealed sum must decode exactly like the plain sum of the messages (``exact``).
 - **A Skellam row** at the same configuration and 16 bits, next to the discrete Gaussian's
   (both exact samplers invert the CDF: Skellam's std is no longer capped).
 - **Client time** at ``--time-params`` values, measured in one run with the calls
@@ -144,15 +145,16 @@ WIRE_CASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def wire_rows(n_clients: int, n_params: int, *, bits: int = TARGET_BITS,
-              seed: int = 2) -> list[dict[str, Any]]:
+def wire_rows(n_clients: int, n_params: int, *, bits: int = TARGET_BITS, seed: int = 2,
+              cases: Sequence[tuple[str, str, dict[str, Any]]] = WIRE_CASES) -> list[dict[str, Any]]:
     """One real round per exact-sum protocol carrying the DDP messages at ``bits``: the bytes
     each client sent on the wire per parameter, next to the plan's ``bits / 8``."""
     import protocols
     from secagg.costs import round_costs
     from secagg.defences.ddp import DDPRound, protocol_ring_bits
+    from secagg.encoding import WHOLE_RING_BITS
     from secagg.round import run_round
-    from secagg.wire import HEADER_BYTES, TRAILER_BYTES
+    from secagg.wire import HEADER_BYTES, TRAILER_BYTES, packed_bytes
 
     ddp = DistributedDP(epsilon=EPSILON, delta=DELTA, clip=CLIP, bits=bits)
     bound = DDPRound.bind(ddp, n_clients=n_clients, n_params=n_params)
@@ -162,7 +164,7 @@ def wire_rows(n_clients: int, n_params: int, *, bits: int = TARGET_BITS,
     messages = bound.encode(aligned_updates(n_clients, n_params, CLIP, seed))
     plain = bound.ddp.decode_sum(np.sum(messages, axis=0), n_params=n_params)
     rows = []
-    for label, name, overrides in WIRE_CASES:
+    for label, name, overrides in cases:
         protocol, note = bound.protocol(protocols.get(name))
         if overrides:
             protocol = type(protocol)(dataclasses.replace(protocol.config, **overrides))
@@ -185,7 +187,9 @@ def wire_rows(n_clients: int, n_params: int, *, bits: int = TARGET_BITS,
             continue
         costs = round_costs(result, messages)
         # The masked vector's message alone: frame + array header + the ring elements.
-        vector_bytes = HEADER_BYTES + TRAILER_BYTES + 9 + plan.dim * (row["ring_bits"] or 32) // 8
+        ring = row["ring_bits"] or 32
+        array = 9 + plan.dim * ring // 8 if ring in WHOLE_RING_BITS else 10 + packed_bytes(plan.dim, ring)
+        vector_bytes = HEADER_BYTES + TRAILER_BYTES + array
         row.update({
             "bytes_up_per_client": costs.bytes_up_per_client,
             "bytes_per_param": costs.bytes_per_param,
@@ -335,7 +339,10 @@ def run(quick: bool = False, *, clients: int | None = None, params: int | None =
     rows = [accuracy_row(b, n_clients, n_params) for b in widths]
     rows.append(accuracy_row(TARGET_BITS, n_clients, n_params, noise="skellam"))
     timing = client_time(timing_params, n_clients)
-    wire_record = wire_rows(wire_clients or n_clients, wire_params or n_params) if wire else []
+    wire_n, wire_d = wire_clients or n_clients, wire_params or n_params
+    # 16 bits in every case; 12 bits (the smallest width within 1.5x central) bit-packed.
+    wire_record = (wire_rows(wire_n, wire_d) + wire_rows(wire_n, wire_d, bits=12, cases=WIRE_CASES[:2])
+                   if wire else [])
     attack_record = attack_row() if (attack if attack is not None else not quick) else None
     return {
         "benchmark": "ddp",

@@ -58,17 +58,18 @@ Stages: ``upload`` (clients send) -> ``collect`` (A sums shares and lists them t
 opens seeds and sums masks) -> ``unmask`` (B answers with the mask sum over the
 intersection) -> ``reveal`` (A combines and decodes).
 
-Rings: k = 8, 16, 32 or 64 (default 32); an element is k/8 bytes on the wire and in
-memory (uint8/16/32/64), masks are k-bit words of the AES-CTR stream (uniform: 2^k
-divides 2^(8 * bytes), nothing is reduced). A smaller ring leaves less room for the sum:
+Rings: k = 8..32 or 64 (default 32); an element is k/8 bytes on the wire, bit-packed
+when k is no whole dtype (Z_2^12: 1.5 bytes), and held in memory in the smallest uint
+dtype of >= k bits; masks are words of that width from the AES-CTR stream, uniform mod
+2^k (2^k divides the word's range; nothing is rejected). A smaller ring leaves less room for the sum:
 n clients' |x| <= clip need n * rint(clip * 2^f) <= 2^(k-1) - 1 (checked before any
 upload, :class:`EncodingOverflowError` naming what fits), e.g. 100 clients of |x| <= 1
 take at most 8 fractional bits in Z_2^16. ``modular=True`` drops that budget for inputs
 that are residues whose decoder reduces modulo the ring itself (distributed DP's
-messages in Z_2^bits, carried in the 16-bit ring for bits = 16: 2 bytes per parameter).
+messages in Z_2^bits, carried in Z_2^bits: 2 bytes per parameter for bits = 16).
 
 Upload: k/8 bytes per parameter (2 for k = 16, 4 for k = 32, 8 for k = 64) + 9 bytes of
-array header + 80 bytes of sealed seed + two 30-byte message frames.
+array header (10 when packed) + 80 bytes of sealed seed + two 30-byte message frames.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from secagg.binding import BindingLedger, ModelBinding, binding_message
-from secagg.encoding import RING_BITS, FixedPoint, check_range, ring_dtype
+from secagg.encoding import WHOLE_RING_BITS, FixedPoint, check_range, is_packed, reduce, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -103,7 +104,7 @@ SESSION_NONCE_BYTES = 16
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
 # The element dtypes a share or mask sum may carry on the wire: one per ring width.
-RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in RING_BITS)
+RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in WHOLE_RING_BITS)
 _RING_NAMES = "/".join(f"<u{d.itemsize}" for d in RING_WIRE_DTYPES)
 
 
@@ -129,7 +130,7 @@ def seed_associated_data(round_id: int, client: int, session: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class TwoServerConfig:
-    """``ring_bits`` k (8, 16, 32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
+    """``ring_bits`` k (8..32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
     ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2), ``modular``
     (inputs are residues, the sum is wanted mod 2^k: no client budget; see the module
     docstring)."""
@@ -162,10 +163,13 @@ class TwoServerConfig:
 class MaskedShare(Payload):
     """A's share of one client: x - PRF(seed) in Z_2^k.
 
-    Layout: array values (u8 dtype code 1 = <u1, 8 = <u2, 2 = <u4 or 3 = <u8 | u64 count
-    | count * k/8 bytes little-endian): 9 + n * k/8 bytes. The count is bounded by the
-    bytes that follow it (the reader refuses a count the message cannot hold), and server A
-    takes only n_params elements of its own ring's dtype. A client builds it with
+    Layout, k = 8, 16, 32, 64: array values (u8 dtype code 1 = <u1, 8 = <u2, 2 = <u4 or 3
+    = <u8 | u64 count | count * k/8 bytes little-endian): 9 + n * k/8 bytes. Any other k:
+    packed (u8 9 | u8 k | u64 count | ceil(count * k / 8) bytes, :func:`secagg.wire.pack_bits`):
+    10 + ceil(n * k / 8) bytes, only the low k bits of each value. The count is bounded by
+    the bytes that follow it (the reader refuses a count the message cannot hold), and
+    server A takes only n_params elements of its own ring (width and dtype). ``bits`` is
+    the width on the wire (0: the dtype's). A client builds a whole-width share with
     :meth:`allocate` and writes the masked values straight into the wire buffer, so
     ``to_bytes`` copies nothing.
     """
@@ -173,31 +177,37 @@ class MaskedShare(Payload):
     msg_type: ClassVar[int] = 1
     values: np.ndarray
     _wire: bytearray | None = field(default=None, repr=False, compare=False)
+    bits: int = 0
 
     @classmethod
     def allocate(cls, n: int, ring_bits: int) -> MaskedShare:
-        """A share whose ``values`` is a writable view into its own wire buffer."""
-        itemsize = ring_bits // 8
-        dtype = np.dtype(f"<u{itemsize}")
-        buffer = bytearray(ARRAY_HEADER_BYTES + n * itemsize)
+        """A share whose ``values`` is a writable view into its own wire buffer (a plain
+        array for a packed width: packing needs a pass anyway)."""
+        dtype = np.dtype(ring_dtype(ring_bits)).newbyteorder("<")
+        if is_packed(ring_bits):
+            return cls(np.empty(n, dtype=dtype), None, ring_bits)
+        buffer = bytearray(ARRAY_HEADER_BYTES + n * dtype.itemsize)
         buffer[:ARRAY_HEADER_BYTES] = array_header(dtype, n)
         values = np.frombuffer(buffer, dtype=dtype, offset=ARRAY_HEADER_BYTES, count=n)
         return cls(values, buffer)
+
+    @property
+    def ring_bits(self) -> int:
+        """The ring width the share's values travel in."""
+        return self.bits or self.values.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
         if self._wire is not None:
             # The prebuilt buffer is the layout above; handing it over spares a 4n-byte copy.
             return cast(bytes, self._wire)
-        return Writer().array(self.values).to_bytes()
+        return _write_ring(Writer(), self.values, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskedShare:
         reader = Reader(data, "MaskedShare")
-        values = reader.array("values")
+        values, bits = _read_ring(reader, "MaskedShare", "values")
         reader.done()
-        if values.dtype not in RING_WIRE_DTYPES:
-            raise WireFormatError(f"MaskedShare: expected {_RING_NAMES} values, got {values.dtype}")
-        return cls(values)
+        return cls(values, None, bits)
 
 
 @dataclass(frozen=True)
@@ -222,6 +232,23 @@ class SealedSeed(Payload):
         sealed = reader.raw(SEALED_SEED_BYTES, "sealed seed")
         reader.done()
         return cls(sealed)
+
+
+def _write_ring(writer: Writer, values: np.ndarray, bits: int) -> Writer:
+    """Ring elements as an array (whole width, ``bits`` 0) or packed at ``bits``."""
+    if bits and bits != values.dtype.itemsize * 8:
+        return writer.packed(values, bits)
+    return writer.array(values)
+
+
+def _read_ring(reader: Reader, what: str, name: str) -> tuple[np.ndarray, int]:
+    """Ring elements and their wire width (0 for a whole dtype's width)."""
+    values, bits = reader.array_bits(name)
+    if values.dtype not in RING_WIRE_DTYPES:
+        raise WireFormatError(f"{what}: expected {_RING_NAMES} {name}, got {values.dtype}")
+    if bits < 8:
+        raise WireFormatError(f"{what}: expected {name} of at least 8 bits, got {bits}")
+    return values, 0 if bits == values.dtype.itemsize * 8 else bits
 
 
 def _write_ids(writer: Writer, ids: Sequence[int]) -> Writer:
@@ -260,26 +287,29 @@ class HeldSet(Payload):
 class MaskSum(Payload):
     """B -> A: the agreed clients (intersection) and the sum of their masks mod 2^k.
 
-    Layout: array ids (as in HeldSet) | array mask_sum (a ring dtype code as in
-    MaskedShare | u64 n | n * k/8 bytes little-endian).
+    Layout: array ids (as in HeldSet) | mask_sum as MaskedShare's values (an array of a
+    ring dtype, or packed at ``bits``).
     """
 
     msg_type: ClassVar[int] = 4
     clients: tuple[int, ...]
     mask_sum: np.ndarray
+    bits: int = 0
+
+    @property
+    def ring_bits(self) -> int:
+        return self.bits or self.mask_sum.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
-        return _write_ids(Writer(), self.clients).array(self.mask_sum).to_bytes()
+        return _write_ring(_write_ids(Writer(), self.clients), self.mask_sum, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskSum:
         reader = Reader(data, "MaskSum")
         clients = _read_ids(reader, "clients")
-        mask_sum = reader.array("mask_sum")
+        mask_sum, bits = _read_ring(reader, "MaskSum", "mask_sum")
         reader.done()
-        if mask_sum.dtype not in RING_WIRE_DTYPES:
-            raise WireFormatError(f"MaskSum: expected {_RING_NAMES} values, got {mask_sum.dtype}")
-        return cls(clients, mask_sum)
+        return cls(clients, mask_sum, bits)
 
 
 # --- the client kernel --------------------------------------------------------------------
@@ -302,7 +332,7 @@ def mask_update(
         raise ConfigError(
             f"out: expected {n} elements of {np.dtype(codec.dtype)}, got {out.size} of {out.dtype}"
         )
-    itemsize = codec.ring_bits // 8
+    itemsize = np.dtype(codec.dtype).itemsize
     signed = np.dtype(f"<i{itemsize}")
     scale = codec.scale
     encryptor = prf_stream(seed, label)
@@ -329,7 +359,7 @@ def mask_update(
         encryptor.update_into(zeros[: m * itemsize], stream)
         np.subtract(encoded[:m].view(out.dtype), stream_view[:m], out=out[start:stop])
     encryptor.finalize()
-    return out
+    return reduce(out, codec.ring_bits)  # a packed ring's high container bits: never kept
 
 
 def accumulate_mask(total: np.ndarray, seed: bytes, label: bytes, *, subtract: bool = False) -> np.ndarray:
@@ -441,10 +471,12 @@ class ServerA(Party):
                 self.rejected_clients[sender] = f"expected a MaskedShare, got {type(payload).__name__}"
                 continue
             values = payload.values
-            if values.dtype != dtype or values.size != self._spec.n_params:
+            if (values.dtype != dtype or values.size != self._spec.n_params
+                    or payload.ring_bits != self._codec.ring_bits):
                 self.rejected_clients[sender] = (
-                    f"expected {self._spec.n_params} elements of {dtype} from "
-                    f"{party_name(sender)}, got {values.size} of {values.dtype}"
+                    f"expected {self._spec.n_params} elements of Z_2^{self._codec.ring_bits} ({dtype}) "
+                    f"from {party_name(sender)}, got {values.size} of Z_2^{payload.ring_bits} "
+                    f"({values.dtype})"
                 )
                 continue
             if self._total is None:
@@ -474,10 +506,12 @@ class ServerA(Party):
             )
         dtype = np.dtype(self._codec.dtype).newbyteorder("<")
         mask_sum = answer.mask_sum
-        if mask_sum.dtype != dtype or mask_sum.size != self._spec.n_params:
+        if (mask_sum.dtype != dtype or mask_sum.size != self._spec.n_params
+                or answer.ring_bits != self._codec.ring_bits):
             raise ProtocolStateError(
-                f"server: expected a mask sum of {self._spec.n_params} {dtype}, "
-                f"got {mask_sum.size} of {mask_sum.dtype}"
+                f"server: expected a mask sum of {self._spec.n_params} elements of "
+                f"Z_2^{self._codec.ring_bits} ({dtype}), got {mask_sum.size} of "
+                f"Z_2^{answer.ring_bits} ({mask_sum.dtype})"
             )
         total = cast(np.ndarray, self._total)  # agreed is non-empty, so shares arrived
         # Clients that reached A only: B has no mask for them, so their shares leave the sum.
@@ -583,7 +617,8 @@ class ServerB(Party):
         for client in sorted(set(self._seeds) - agreed):
             self._accumulate(total, client, subtract=True)
         self._seeds.clear()  # a seed is useless after the round; do not keep it
-        return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total))]
+        bits = self._codec.ring_bits if is_packed(self._codec.ring_bits) else 0
+        return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total, bits))]
 
     def holdings(self) -> list[Holding]:
         return [

@@ -2,8 +2,7 @@
 
 Secret sharing and packed Paillier work on integers, model updates are floats. A value x
 with ``frac_bits = f`` fractional bits becomes ``rint(x * 2^f)`` held in two's complement
-of Z_2^k (k = 8, 16, 32 or 64: a whole numpy unsigned dtype, so an element is k/8 bytes on
-the wire): -1 in Z_2^32 is 0xFFFFFFFF. Rounding is to nearest (half to even, numpy's
+of Z_2^k: -1 in Z_2^32 is 0xFFFFFFFF. Rounding is to nearest (half to even, numpy's
 ``rint``), so the codec's error bound is
 
     |decode(encode(x)) - x| <= 2^-(f+1)        for every |x| <= clip,
@@ -22,6 +21,14 @@ k >= bits bits: 2^bits divides 2^k, so the sum mod 2^k reduced mod 2^bits is the
 sum). Their sums wrap by design, so no budget bounds n; a value may reach magnitude
 2^(k-1) (+2^(k-1) and -2^(k-1) are one residue), and decode returns the signed residue
 in [-2^(k-1), 2^(k-1)) / 2^f, not the integer sum.
+
+Ring widths: k = 8..32 or 64. An element lives in memory in the smallest unsigned numpy
+dtype that holds k bits (its *container*: uint8, uint16, uint32, uint64), and arithmetic
+runs in the container: 2^k divides the container's modulus, so sums and differences stay
+right mod 2^k whatever the container's high bits hold, and only reading a value (decode,
+the wire) reduces it mod 2^k. For k = 8, 16, 32, 64 the container is the ring and an
+element is k/8 bytes on the wire; any other k is bit-packed on the wire (k bits per
+element, :func:`secagg.wire.pack_bits`), so Z_2^12 costs 1.5 bytes per value.
 
 What leaks: nothing about the scale is secret. ``clip``, ``f`` and ``k`` travel in the
 clear in a protocol's configuration; the encoding itself hides nothing, masks do.
@@ -44,25 +51,49 @@ import numpy.typing as npt
 
 from secagg.errors import ConfigError, EncodingOverflowError
 
-RING_BITS = (8, 16, 32, 64)
+# The widths whose container is the ring itself (no packing on the wire).
+WHOLE_RING_BITS = (8, 16, 32, 64)
+RING_BITS = (*range(8, 33), 64)
 _UNSIGNED = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
 _SIGNED = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
 # float64 holds integers exactly up to 2^53: beyond it rint(x * 2^f) is no longer exact.
 _EXACT_FLOAT_BITS = 53
 
 
+def _check_ring_bits(ring_bits: int) -> None:
+    if isinstance(ring_bits, bool) or ring_bits not in RING_BITS:
+        raise ConfigError(f"ring_bits must be an int in 8..32 or 64, got {ring_bits!r}")
+
+
+def container_bits(ring_bits: int) -> int:
+    """The width of the numpy dtype holding elements of Z_2^ring_bits (8, 16, 32 or 64)."""
+    _check_ring_bits(ring_bits)
+    return next(k for k in WHOLE_RING_BITS if k >= ring_bits)
+
+
 def ring_dtype(ring_bits: int) -> type[np.unsignedinteger]:
-    """The unsigned numpy dtype that holds elements of Z_2^ring_bits."""
-    if isinstance(ring_bits, bool) or ring_bits not in _UNSIGNED:
-        raise ConfigError(f"ring_bits must be one of {RING_BITS}, got {ring_bits!r}")
-    return _UNSIGNED[ring_bits]  # type: ignore[return-value]
+    """The unsigned numpy dtype that holds elements of Z_2^ring_bits (its container)."""
+    return _UNSIGNED[container_bits(ring_bits)]  # type: ignore[return-value]
+
+
+def is_packed(ring_bits: int) -> bool:
+    """Whether Z_2^ring_bits travels bit-packed (k is not a whole dtype's width)."""
+    _check_ring_bits(ring_bits)
+    return ring_bits not in WHOLE_RING_BITS
+
+
+def reduce(elements: np.ndarray, ring_bits: int) -> np.ndarray:
+    """Container elements reduced mod 2^ring_bits, in place (a no-op for whole widths)."""
+    if is_packed(ring_bits):
+        np.bitwise_and(elements, elements.dtype.type((1 << ring_bits) - 1), out=elements)
+    return elements
 
 
 def ring_for(bits: int) -> int:
     """The smallest supported ring width k >= ``bits``: Z_2^bits embeds in Z_2^k exactly.
 
-    >>> ring_for(12), ring_for(16), ring_for(17)
-    (16, 16, 32)
+    >>> ring_for(4), ring_for(12), ring_for(16), ring_for(40)
+    (8, 12, 16, 64)
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= RING_BITS[-1]:
         raise ConfigError(f"bits must be an int in [1, {RING_BITS[-1]}], got {bits!r}")
@@ -113,7 +144,7 @@ class FixedPoint:
         if magnitude > self.max_value:
             fits = most_frac_bits(clip=self.clip, ring_bits=self.ring_bits)
             hint = f"at most {fits} fractional bits fit" if fits is not None else "lower clip"
-            wider = [k for k in RING_BITS if k > self.ring_bits]
+            wider = [k for k in WHOLE_RING_BITS if k > self.ring_bits]
             raise EncodingOverflowError(
                 f"clip {self.clip} with {self.frac_bits} fractional bits needs magnitude "
                 f"{magnitude}, more than Z_2^{self.ring_bits} holds signed "
@@ -175,7 +206,7 @@ class FixedPoint:
         if worst > limit:
             fits = most_frac_bits(clip=self.clip, ring_bits=self.ring_bits, n_clients=n_clients)
             other = "" if fits is None else f" or frac_bits <= {fits},"
-            wider = [k for k in RING_BITS if k > self.ring_bits]
+            wider = [k for k in WHOLE_RING_BITS if k > self.ring_bits]
             raise EncodingOverflowError(
                 f"{n_clients} clients x clip {self.clip} x 2^{self.frac_bits} = {worst} "
                 f"does not fit the signed range of Z_2^{self.ring_bits} (max {limit}); "
@@ -272,16 +303,23 @@ def encode(
         check_range(array, clip)
     scaled = array * float(2**frac_bits)
     np.rint(scaled, out=scaled)
-    if modular and ring_bits < 64:
-        # +2^(k-1) is out of the signed k-bit range (a float cast to it is undefined in C):
-        # go through int64, whose narrowing cast to k bits is the reduction mod 2^k.
-        return scaled.astype(np.int64).astype(ring_dtype(ring_bits))
-    # Signed cast then a free view: one pass for the rounding cast, none for the wrap.
-    return scaled.astype(_SIGNED[ring_bits]).view(ring_dtype(ring_bits))
+    container = container_bits(ring_bits)
+    if modular and container < 64:
+        # +2^(k-1) may be out of the container's signed range (a float cast to it is
+        # undefined in C): go through int64, whose narrowing cast is the reduction.
+        out = scaled.astype(np.int64).astype(ring_dtype(ring_bits))
+    else:
+        # Signed cast then a free view: one pass for the rounding cast, none for the wrap.
+        out = scaled.astype(_SIGNED[container]).view(ring_dtype(ring_bits))
+    return reduce(out, ring_bits)
 
 
 def decode(elements: npt.ArrayLike, *, ring_bits: int, frac_bits: int) -> np.ndarray:
-    """Decode two's-complement ring elements to float64 (x = signed(u) / 2^f)."""
+    """Decode two's-complement ring elements to float64 (x = signed(u mod 2^k) / 2^f).
+
+    Elements may be container words with any high bits (sums in the container): they are
+    reduced mod 2^k and sign-extended from bit k-1.
+    """
     dtype = ring_dtype(ring_bits)
     array = np.asarray(elements)
     if array.dtype != dtype:
@@ -290,4 +328,10 @@ def decode(elements: npt.ArrayLike, *, ring_bits: int, frac_bits: int) -> np.nda
                 f"expected integer ring elements ({np.dtype(dtype).name}), got {array.dtype}"
             )
         array = array.astype(dtype)
+    container = container_bits(ring_bits)
+    if container != ring_bits:
+        # Move bit k-1 to the container's sign bit, then shift back arithmetically.
+        shift = container - ring_bits
+        signed = np.left_shift(array, dtype(shift)).view(_SIGNED[container])
+        return np.right_shift(signed, shift).astype(np.float64) / float(2**frac_bits)
     return array.view(_SIGNED[ring_bits]).astype(np.float64) / float(2**frac_bits)

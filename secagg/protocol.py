@@ -189,8 +189,9 @@ class Protocol(Generic[C]):
         ``modulus_bits``: the inputs are residues mod 2^modulus_bits whose consumer reduces
         the sum modulo it (distributed DP). Where the protocol has a configurable ring
         (``ring_bits_field``), it is set to the smallest width >= modulus_bits
-        (:func:`secagg.encoding.ring_for`: 16 for 9..16 bits) and made modular, so the
-        messages travel in that ring (2 bytes per value for 16 bits) and the sum may wrap.
+        (:func:`secagg.encoding.ring_for`: modulus_bits itself from 8 to 32) and made
+        modular, so the messages travel in that ring (2 bytes per value for 16 bits, 1.5
+        bit-packed for 12) and the sum may wrap.
         """
         overrides: dict[str, Any] = {}
         if self.input_bound_field is not None:

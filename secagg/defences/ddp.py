@@ -43,13 +43,11 @@ granularity fits the ring), :class:`DimensionNotPowerOfTwoError` (``pad=no``).
 
 Wire cost: a protocol carrying Z_2^bits elements sends ``bits / 8`` bytes per padded
 parameter (``Plan.bytes_per_param``). :meth:`DDPRound.protocol` sets a protocol with a
-configurable ring (``two-server``, ``secagg``) to the smallest ring Z_2^k, k in
-{8, 16, 32, 64}, with k >= bits, in modular mode (the sum may wrap; Z_2^bits embeds
-exactly, 2^bits dividing 2^k, so the sum it reveals, reduced mod 2^bits, is the Z_2^bits
-sum): at bits = 16 the masked messages are uint16, 2 bytes per parameter plus fixed
-headers on the wire; a width between the byte sizes (e.g. 12) travels in the next ring
-(16), so it costs what 16 bits cost. Protocols without a ring (the plaintext baseline)
-carry the integers as they carry floats.
+configurable ring (``two-server``, ``secagg``) to the ring Z_2^bits itself (Z_2^8 for
+bits < 8) in modular mode (the sum wraps by design and the decoder reduces mod 2^bits):
+at bits = 16 the masked messages are uint16, 2 bytes per parameter plus fixed headers on
+the wire; at bits = 12 they are bit-packed, 1.5 bytes per parameter. Protocols without a
+ring (the plaintext baseline) carry the integers as they carry floats.
 
 What leaks: the aggregate is (epsilon, delta)-DP for add/remove of one client's update
 against anyone who sees it, including the server; the guarantee assumes every counted
@@ -617,8 +615,8 @@ class DDPRound:
         """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
         its ``fast_config`` when asked, input bound 2^(bits-1), where it has a fixed-point
         codec 0 fractional bits (the messages are integers, exact as they are), and where it
-        has a configurable ring the smallest modular ring of >= bits bits (16 for bits=16:
-        2 bytes per parameter on the wire)."""
+        has a configurable ring the modular ring Z_2^bits (2 bytes per parameter on the wire
+        at bits=16, 1.5 at bits=12)."""
         from secagg.costs import fast_or_default
 
         protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound,
@@ -655,8 +653,8 @@ class DDPRound:
         return (f"distributed DP ({self.ddp.noise}): the revealed sum of {summed} clients is "
                 f"({epsilon:.3g}, {self.ddp.delta:g})-DP; {plan.bits} bits per coordinate = "
                 f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} ring "
-                "(two-server and secagg carry it in the smallest modular ring of >= "
-                f"{plan.bits} bits; the measured bytes are in the costs)")
+                "(two-server and secagg carry it in that modular ring; the measured bytes are "
+                "in the costs)")
 
 
 def protocol_ring_bits(protocol: Any) -> int | None:

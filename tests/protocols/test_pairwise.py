@@ -132,6 +132,19 @@ def test_sixteen_bit_ring_masks_in_uint16_and_survives_a_dropout() -> None:
         assert received.header.payload_len == 2 * N_PARAMS + 9
 
 
+def test_packed_ring_masks_twelve_bits_and_survives_a_dropout() -> None:
+    protocol = PairwiseMasking(ring_bits=12)
+    result, updates = _run(5, protocol=protocol, faults=[Dropout(1, "masked_input")])
+    assert result.included == (0, 2, 3, 4)
+    assert np.array_equal(result.unwrap(), _exact_sum(protocol, updates, result.included))
+    masked = [r for r in result.views[SERVER].received if isinstance(r.payload, MaskedInput)]
+    assert len(masked) == 4
+    for received in masked:
+        assert isinstance(received.payload, MaskedInput) and received.payload.bits == 12
+        assert received.header.payload_len == 10 + (12 * N_PARAMS + 7) // 8
+        assert int(received.payload.masked.max()) < 2**12
+
+
 def test_modular_ring_reveals_the_sum_mod_2_to_the_k() -> None:
     protocol = PairwiseMasking(ring_bits=16, frac_bits=0, clip=2.0**15, modular=True)
     rng = np.random.default_rng(8)
@@ -401,7 +414,7 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="threshold"):
         PairwiseConfig(threshold=1)
     with pytest.raises(ConfigError, match="ring_bits"):
-        PairwiseConfig(ring_bits=24)
+        PairwiseConfig(ring_bits=7)
     with pytest.raises(ConfigError, match="min_clients"):
         PairwiseConfig(min_clients=0)
     # The CLI's --set hands strings for fields whose default is None.

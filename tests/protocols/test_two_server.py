@@ -154,7 +154,7 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="min_clients"):
         TwoServer(min_clients=1)
     with pytest.raises(ConfigError, match="ring_bits"):
-        TwoServer(ring_bits=24)
+        TwoServer(ring_bits=40)
     with pytest.raises(EncodingOverflowError):
         TwoServer(ring_bits=32, frac_bits=31, clip=2.0)
     # The default 16 fractional bits overflow a 16-bit ring: the error says what fits.
@@ -194,6 +194,42 @@ def test_sixteen_bit_ring_uploads_two_bytes_per_parameter_and_sums_exactly() -> 
         assert result.costs.bytes_sent[client] == (frame + 9 + 2 * n) + (frame + SEALED_SEED_BYTES)
     share = next(r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskedShare))
     assert share.values.dtype == np.dtype("<u2")
+
+
+def test_packed_ring_uploads_k_bits_per_parameter_and_sums_exactly() -> None:
+    """Z_2^12: shares travel bit-packed (1.5 B/param), only the low 12 bits of each value,
+    the mask sum too; the round is exact and a share of another width is left out."""
+    n = 2001
+    protocol = TwoServer(ring_bits=12, frac_bits=6, clip=1.0)
+    updates = make_updates(4, n, seed=9)
+    result = run_round(protocol, updates)
+    _check_exact(result, updates, protocol)
+    frame = HEADER_BYTES + 4
+    packed = 10 + (12 * n + 7) // 8
+    for client in range(4):
+        assert result.costs.bytes_sent[client] == (frame + packed) + (frame + SEALED_SEED_BYTES)
+    shares = [r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskedShare)]
+    assert all(s.bits == 12 and int(s.values.max()) < 2**12 for s in shares)
+    answer = next(r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskSum))
+    assert answer.bits == 12 and int(answer.mask_sum.max()) < 2**12
+    share = MaskedShare(np.arange(6, dtype=np.uint16) * 1000, None, 12)
+    decoded = MaskedShare.from_bytes(share.to_bytes())
+    assert decoded.bits == 12 and decoded.values.tolist() == [0, 1000, 2000, 3000, 4000, 5000 % 4096]
+
+    def whole_width(envelopes: list[Envelope]) -> list[Envelope]:
+        out = []
+        for e in envelopes:
+            if isinstance(e.payload, MaskedShare):  # the same values, sent as 16-bit words
+                e = dataclasses.replace(e, payload=MaskedShare(e.payload.values.copy()))
+            out.append(e)
+        return out
+
+    edited = _EditedTwoServer(protocol.config)
+    edited.edits = {0: whole_width}
+    result = run_round(edited, updates)
+    assert result.included == (1, 2, 3)
+    rejected = result.views[SERVER].holding("rejected_clients")
+    assert isinstance(rejected, dict) and "Z_2^12" in rejected[0] and "Z_2^16" in rejected[0]
 
 
 def test_small_ring_budget_is_refused_with_what_fits() -> None:

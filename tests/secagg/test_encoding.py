@@ -6,13 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from secagg.encoding import FixedPoint, decode, encode
+from secagg.encoding import FixedPoint, container_bits, decode, encode, is_packed, ring_dtype
 from secagg.errors import ConfigError, EncodingOverflowError
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    ring_bits=st.sampled_from([8, 16, 32, 64]),
+    ring_bits=st.sampled_from([8, 12, 16, 20, 32, 64]),
     frac_bits=st.integers(0, 28),
     data=st.data(),
 )
@@ -42,7 +42,7 @@ def test_twos_complement_layout() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(n_clients=st.integers(1, 64), ring_bits=st.sampled_from([16, 32, 64]), seed=st.integers(0, 2**16))
+@given(n_clients=st.integers(1, 64), ring_bits=st.sampled_from([16, 24, 32, 64]), seed=st.integers(0, 2**16))
 def test_sums_within_budget_decode_exactly(n_clients: int, ring_bits: int, seed: int) -> None:
     codec = FixedPoint.plan(clip=2.0, n_clients=n_clients, ring_bits=ring_bits)
     rng = np.random.default_rng(seed)
@@ -90,7 +90,7 @@ def test_clipping_only_when_asked() -> None:
 
 def test_config_errors_name_the_value() -> None:
     with pytest.raises(ConfigError, match="ring_bits"):
-        FixedPoint(ring_bits=24)
+        FixedPoint(ring_bits=40)
     with pytest.raises(ConfigError, match="clip"):
         FixedPoint(clip=-1.0)
     with pytest.raises(EncodingOverflowError, match="Z_2\\^32"):
@@ -147,3 +147,17 @@ def test_modular_codec_wraps_by_design() -> None:
     residues = (values.sum(axis=0).astype(np.int64) + 2**15) % 2**16 - 2**15
     assert codec.decode(total).tolist() == residues.tolist()
     assert codec.period == 2.0**16
+
+
+def test_packed_width_lives_in_the_next_container_and_decodes_mod_2_to_the_k() -> None:
+    """Z_2^12 in uint16: encodings are residues below 2^12, sums may carry high container
+    bits (arithmetic in uint16 is right mod 2^12), and decode reduces and sign-extends."""
+    assert (container_bits(12), ring_dtype(12), is_packed(12), is_packed(16)) == (16, np.uint16, True, False)
+    codec = FixedPoint(ring_bits=12, frac_bits=4, clip=8.0)
+    encoded = codec.encode(np.array([-1.0, 0.5, -8.0]))
+    assert encoded.dtype == np.uint16 and encoded.tolist() == [2**12 - 16, 8, 2**12 - 128]
+    garbage_high = encoded + np.uint16(0xA000)  # the same residues mod 2^12
+    assert codec.decode(garbage_high).tolist() == [-1.0, 0.5, -8.0]
+    with pytest.raises(EncodingOverflowError, match="at most 7 fractional bits fit"):
+        FixedPoint(ring_bits=12, frac_bits=8, clip=8.0)
+    assert FixedPoint.plan(clip=1.0, n_clients=100, ring_bits=12).frac_bits == 4

@@ -76,6 +76,15 @@ def test_ring16_takes_whole_16_bit_words_of_the_stream() -> None:
     assert words.max() >= 2**16 - 2**6 and words.min() < 2**6
 
 
+def test_packed_ring_takes_words_reduced_mod_2_to_the_k() -> None:
+    seed, label = random_seed(), domain("r12", round_id=0)
+    values = expand(seed, label, 1 << 16, ring_bits=12)
+    words = np.frombuffer(keystream(seed, label, 1 << 17), dtype="<u2")
+    assert values.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(values, words & 0x0FFF)
+    assert values.max() == 2**12 - 1 and values.min() == 0  # every residue is reachable
+
+
 def test_ring64_dtype_and_range() -> None:
     values = expand(random_seed(), domain("r64", round_id=0), 1 << 16, ring_bits=64)
     assert values.dtype == np.dtype("<u8")

@@ -47,10 +47,12 @@ N_CLIENTS = 4
 N_PARAMS = 300
 RANGE = 0.5
 NAMES = protocols.available()
-# The exact-sum protocols in their 16-bit ring (2 bytes per parameter), after the rounds above.
+# The exact-sum protocols in small rings, after the rounds above: 16 bits (uint16 on the
+# wire) and 12 (bit-packed, 1.5 bytes per parameter).
 RING16: list[tuple[str, dict[str, Any]]] = [
     ("two-server", {"ring_bits": 16, "frac_bits": 8}),
     ("secagg", {"ring_bits": 16}),
+    ("two-server", {"ring_bits": 12, "frac_bits": 4}),
 ]
 
 
@@ -155,10 +157,10 @@ def test_bytes_agree_with_the_in_process_router(flower_run: FlowerRun, index: in
     assert outcome.costs.bytes_per_param() == first.bytes_per_param()
 
 
-@pytest.mark.parametrize("index", range(len(RING16)), ids=[name for name, _ in RING16])
-def test_sixteen_bit_rings_run_in_flower(flower_run: FlowerRun, index: int) -> None:
+@pytest.mark.parametrize("index", range(len(RING16)), ids=[f"{n}-{c['ring_bits']}" for n, c in RING16])
+def test_small_rings_run_in_flower(flower_run: FlowerRun, index: int) -> None:
     """ring_bits travels with the protocol's config: the round in Flower is exact to the
-    16-bit codec's precision and its bytes are the in-process router's (2 B/param + keys)."""
+    small ring's precision and its bytes are the in-process router's (k/8 B/param + keys)."""
     name, config = RING16[index]
     round_id = 2 * len(NAMES) + index
     outcome = flower_run.outcome(round_id)
@@ -171,10 +173,12 @@ def test_sixteen_bit_rings_run_in_flower(flower_run: FlowerRun, index: int) -> N
     inputs = [_party_input(protocol, u, weights, i) for i, u in enumerate(updates)]
     local = run_round(protocol, inputs, round_id=round_id).costs
     assert outcome.costs.bytes_sent == local.bytes_sent
-    # Each client's masked vector crossed Flower as uint16: frame + array header + 2 B/param.
+    # Each client's masked vector crossed Flower at k bits per value: uint16, or packed.
+    bits = config["ring_bits"]
+    vector = 9 + 2 * N_PARAMS if bits == 16 else 10 + (bits * N_PARAMS + 7) // 8
     masked = [e for e in outcome.transcript if e.message in ("MaskedShare", "MaskedInput")]
     assert len(masked) == N_CLIENTS
-    assert all(e.nbytes == HEADER_BYTES + TRAILER_BYTES + 9 + 2 * N_PARAMS for e in masked)
+    assert all(e.nbytes == HEADER_BYTES + TRAILER_BYTES + vector for e in masked)
 
 
 @pytest.mark.parametrize("name", NAMES)
