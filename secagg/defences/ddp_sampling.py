@@ -346,7 +346,8 @@ def _poisson_pieces(bits: SecureBits, a: int, b: int, n: int) -> np.ndarray:
 _GUIDE_BITS = 16
 _SLOW = np.iinfo(np.int64).min  # a guide bucket whose words take the full search
 _MAX_WORD = (1 << 64) - 1
-_TABLE_CACHE = 16
+_TABLE_CACHE = 16  # fast tables: ~2 MB each at std 800 (arrays and the 2^16-bucket guide)
+_BOUNDARY_CACHE = 4  # Python-int enclosures: ~18 MB each at the largest std (8000)
 
 
 def _guard(digits: int) -> Decimal:
@@ -436,7 +437,7 @@ def _poisson_window(mean: Fraction, digits: int, tail: Decimal
     return lo, down[:0:-1] + up, eta, below, above
 
 
-@functools.lru_cache(maxsize=_TABLE_CACHE)
+@functools.lru_cache(maxsize=_BOUNDARY_CACHE)
 def _boundaries(kind: str, parameter: Fraction, word_bits: int, slack_bits: int | None
                 ) -> tuple[int, list[int], list[int]]:
     """Certified integer enclosures of the CDF at a resolution of ``word_bits`` bits.

@@ -47,12 +47,13 @@ def test_rotation_is_orthogonal_and_inverted(d: int) -> None:
     assert d < 4 or not np.allclose(rotate(x, bytes(32)), y)  # the seed matters
 
 
-def test_hadamard_matches_the_sylvester_matrix() -> None:
+@pytest.mark.parametrize("log_d", [0, 1, 3, 6, 9])
+def test_hadamard_matches_the_sylvester_matrix(log_d: int) -> None:
     h = np.array([[1.0]])
-    for _ in range(3):
+    for _ in range(log_d):
         h = np.block([[h, h], [h, -h]])
-    x = np.arange(8.0)
-    assert np.allclose(hadamard(x), h @ x / math.sqrt(8))
+    x = np.random.default_rng(log_d).normal(size=1 << log_d)
+    assert np.allclose(hadamard(x), h @ x / math.sqrt(1 << log_d))
 
 
 def test_rotation_flattens_a_spike() -> None:
