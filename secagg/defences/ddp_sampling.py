@@ -343,7 +343,7 @@ def _poisson_pieces(bits: SecureBits, a: int, b: int, n: int) -> np.ndarray:
 # to a boundary to decide draws another 64 bits and compares against enclosures
 # recomputed 2^64 times tighter, which happens with probability ~2^-63 per sample.
 
-_GUIDE_BITS = 16
+_GUIDE_BITS = 16  # fixed: _inverse_cdf reads a word's top 16 bits as its last uint16
 _SLOW = np.iinfo(np.int64).min  # a guide bucket whose words take the full search
 _MAX_WORD = (1 << 64) - 1
 _TABLE_CACHE = 16  # fast tables: ~2 MB each at std 800 (arrays and the 2^16-bucket guide)
@@ -545,7 +545,8 @@ def _inverse_cdf(bits: SecureBits, kind: str, parameter: Fraction, n: int,
     """``n`` exact samples by inversion (one 64-bit word each, almost always)."""
     table = _fast_table(kind, parameter, slack_bits)
     words = bits.words(n)
-    top = (words >> np.uint64(64 - _GUIDE_BITS)).astype(np.intp)
+    # The top 16 bits of each little-endian word are its last two bytes (no shift pass).
+    top = words.view("<u2")[3::4].astype(np.intp)
     base = table.base[top]
     threshold = table.threshold[top]
     sample = base + (words >= threshold)
