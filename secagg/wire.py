@@ -70,6 +70,9 @@ PACKED_HEADER_BYTES = 10
 _CONTAINERS = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8"))
 
 
+_UNPACK_BLOCK = 1 << 16
+
+
 def packed_bytes(count: int, bits: int) -> int:
     """Bytes of ``count`` elements packed at ``bits`` each (without the header)."""
     return (count * bits + 7) // 8
@@ -104,12 +107,31 @@ def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
     if len(data) != packed_bytes(count, bits):
         raise WireFormatError(f"expected {packed_bytes(count, bits)} packed bytes, got {len(data)}")
     stream = np.frombuffer(data, dtype=np.uint8)
-    planes = np.unpackbits(stream, bitorder="little")
-    if planes[count * bits:].any():
+    tail = count * bits % 8
+    if tail and int(stream[-1]) >> tail:
         raise WireFormatError("expected zero padding after the packed values")
-    wide = np.zeros((count, dtype.itemsize * 8), dtype=np.uint8)
-    wide[:, :bits] = planes[: count * bits].reshape(count, bits)
-    return np.packbits(wide, axis=1, bitorder="little").reshape(-1).view(dtype)
+    if bits > 56:  # a value and its bit offset may not fit one uint64 word: bit planes
+        planes = np.unpackbits(stream, bitorder="little")[: count * bits].reshape(count, bits)
+        wide = np.zeros((count, 64), dtype=np.uint8)
+        wide[:, :bits] = planes
+        return np.packbits(wide, axis=1, bitorder="little").reshape(-1).view(dtype)
+    # Value i starts at stream bit i * bits: gather the bytes it spans into a uint64 word
+    # (little-endian), shift its offset out and mask; in blocks, so the uint64 temporaries
+    # stay small whatever count a message claims (the output is at most 8x its bytes).
+    padded = np.zeros(stream.size + 8, dtype=np.uint8)
+    padded[: stream.size] = stream
+    out = np.empty(count, dtype=dtype)
+    mask = np.uint64((1 << bits) - 1)
+    for begin in range(0, count, _UNPACK_BLOCK):
+        start = np.arange(begin, min(begin + _UNPACK_BLOCK, count), dtype=np.int64) * bits
+        first = start >> 3
+        word = padded[first].astype(np.uint64)
+        for j in range(1, (bits + 7 + 7) // 8):
+            word |= padded[first + j].astype(np.uint64) << np.uint64(8 * j)
+        word >>= (start & 7).astype(np.uint64)
+        word &= mask
+        out[begin : begin + start.size] = word
+    return out
 
 
 def dtype_code(dtype: npt.DTypeLike) -> int:

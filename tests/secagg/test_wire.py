@@ -165,3 +165,10 @@ def test_hostile_packed_arrays_are_refused() -> None:
         Reader(bytes(padded), "p").array("values")
     with pytest.raises(WireFormatError, match="dtype"):
         Reader(good, "p").array("values", dtype="<u4")
+
+
+def test_packed_round_trip_across_unpacking_blocks() -> None:
+    values = np.random.default_rng(3).integers(0, 2**12, 150_001).astype(np.uint16)
+    decoded, bits = Reader(Writer().packed(values, 12).to_bytes(), "p").array_bits("values")
+    assert bits == 12
+    np.testing.assert_array_equal(decoded, values)
