@@ -247,3 +247,35 @@ def test_cdf_enclosures_agree_with_a_float_cdf() -> None:
     weights = np.exp(-support.astype(np.float64) ** 2 / 80.0)
     cdf = np.cumsum(weights) / weights.sum()
     assert np.max(np.abs(np.array(lower[1:], dtype=np.float64) / 2.0**64 - cdf)) < 1e-12
+
+
+@pytest.mark.parametrize(("kind", "parameter"), [("dgauss", Fraction(40)), ("dgauss", Fraction(1, 3)),
+                                                 ("poisson", Fraction(3, 2)), ("poisson", Fraction(1001, 7))])
+def test_enclosures_contain_the_cdf_computed_independently(kind: str, parameter: Fraction) -> None:
+    # The 64-bit table's A_j <= F(lo - 1 + j) 2^64 <= B_j, with F summed by mpmath at 60
+    # digits over a far wider window than the table's (its own error ~1e-55 << 2^-64).
+    mpmath = pytest.importorskip("mpmath")
+    lo, lower, upper = ddp_sampling._boundaries(kind, parameter, 64, None)
+    with mpmath.workdps(60):
+        if kind == "dgauss":
+            half_width = int(40 * math.sqrt(float(parameter))) + 40
+            support = range(-half_width, half_width + 1)
+            variance = mpmath.mpf(parameter.numerator) / parameter.denominator
+
+            def weight(k: int) -> object:
+                return mpmath.exp(-mpmath.mpf(k * k) / (2 * variance))
+        else:
+            mean = mpmath.mpf(parameter.numerator) / parameter.denominator
+            support = range(0, int(float(parameter) + 40 * math.sqrt(float(parameter))) + 60)
+
+            def weight(k: int) -> object:
+                return mpmath.exp(-mean + k * mpmath.log(mean) - mpmath.loggamma(k + 1))
+        weights = {k: weight(k) for k in support}
+        total = mpmath.fsum(weights.values())
+        running = mpmath.fsum(w for k, w in weights.items() if k < lo)
+        scale = mpmath.mpf(2) ** 64
+        for j in range(len(lower)):
+            if j:
+                running += weights[lo - 1 + j]
+            exact = running / total * scale
+            assert lower[j] <= exact <= upper[j], (j, lower[j], exact, upper[j])
