@@ -28,8 +28,8 @@ two processes with ``--only``/``--groups`` and joined with ``--render``); ``--qu
 Methodology notes. Every setting attacks the same images with the same attack seeds
 (the dummy image starts from the same draw), so settings differ only by the defence.
 The defence noise here is drawn from ``np.random.default_rng(seed)``: this is a
-simulation that must be reproducible; a deployed client uses the transforms' default
-(a PCG64 seeded from ``os.urandom``) or ``SecureRandom``. A setting "defends" when no
+simulation that must be reproducible; a deployed client uses the transforms' default,
+``SecureRandom`` (an AES-CTR stream keyed from ``os.urandom``). A setting "defends" when no
 image is recovered (0 of N at >= 20 dB); our verdict on a claim is "agree",
 "disagree", or "inconclusive" when the undefended baseline itself is not recovered.
 """

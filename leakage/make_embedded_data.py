@@ -11,7 +11,10 @@ der Walt), brick (CC0, cc0textures), gravel (CC0, cc0textures).
 
 Each photo yields ``CROPS_PER_PHOTO`` square crops of random size and position (fixed
 seed), area-downsampled to 32x32 RGB (grey photos are repeated over the three channels).
-The label of a crop is the index of its source photo. Run from the repository root:
+The label of a crop is the index of its source photo. A second, smaller file
+(``embedded_images_64.npz``) holds ``LARGE_PER_PHOTO`` crops per photo at 64x64 from
+their own draws, for the higher-resolution figures (48x48 is area-downsampled from it by
+:func:`leakage.data.load_embedded`). Run from the repository root:
 
     python -m leakage.make_embedded_data
 """
@@ -30,6 +33,10 @@ CROPS_PER_PHOTO = 12
 SIZE = 32
 SEED = 20190605  # DLG's arXiv date; any fixed value works
 OUTPUT = pathlib.Path(__file__).with_name("embedded_images.npz")
+LARGE_PER_PHOTO = 3
+LARGE_SIZE = 64
+LARGE_SEED = SEED + 64
+LARGE_OUTPUT = pathlib.Path(__file__).with_name("embedded_images_64.npz")
 
 
 def _to_rgb_float(image: np.ndarray) -> np.ndarray:
@@ -42,40 +49,47 @@ def _to_rgb_float(image: np.ndarray) -> np.ndarray:
     return np.clip(image.astype(np.float64), 0.0, 1.0)
 
 
-def _crops(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+def _crops(image: np.ndarray, rng: np.random.Generator, *, count: int = CROPS_PER_PHOTO,
+           size: int = SIZE) -> list[np.ndarray]:
     from skimage.transform import resize
 
     height, width = image.shape[:2]
     short = min(height, width)
     out = []
-    for _ in range(CROPS_PER_PHOTO):
-        side = int(rng.integers(short // 6, short // 2 + 1))
+    for _ in range(count):
+        # A crop never smaller than the output, so no photo is upsampled.
+        side = int(rng.integers(max(short // 6, size), short // 2 + 1))
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
         patch = image[top:top + side, left:left + side]
-        small = resize(patch, (SIZE, SIZE), anti_aliasing=True, order=1)
+        small = resize(patch, (size, size), anti_aliasing=True, order=1)
         out.append(np.clip(np.round(small * 255.0), 0, 255).astype(np.uint8))
     return out
 
 
-def main() -> None:
+def _write(output: pathlib.Path, *, count: int, size: int, seed: int) -> None:
     import skimage.data
 
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     labels: list[int] = []
     for label, name in enumerate(PHOTOS):
         photo = _to_rgb_float(getattr(skimage.data, name)())
-        for crop in _crops(photo, rng):
+        for crop in _crops(photo, rng, count=count, size=size):
             images.append(crop.transpose(2, 0, 1))  # HWC -> CHW
             labels.append(label)
     np.savez_compressed(
-        OUTPUT,
+        output,
         images=np.stack(images).astype(np.uint8),
         labels=np.asarray(labels, dtype=np.int64),
         class_names=np.asarray(PHOTOS),
     )
-    print(f"wrote {OUTPUT} ({OUTPUT.stat().st_size} bytes, {len(images)} images)")
+    print(f"wrote {output} ({output.stat().st_size} bytes, {len(images)} images)")
+
+
+def main() -> None:
+    _write(OUTPUT, count=CROPS_PER_PHOTO, size=SIZE, seed=SEED)
+    _write(LARGE_OUTPUT, count=LARGE_PER_PHOTO, size=LARGE_SIZE, seed=LARGE_SEED)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ from secagg.errors import (
 )
 from secagg.observe import Reading
 from secagg.party import KEY_HOLDER, SERVER, Envelope, Holding, Inbound, Party, Revealed
-from secagg.protocol import Protocol, RoundSpec, ThreatModel
+from secagg.protocol import Protocol, Provisioning, RoundSpec, ThreatModel
 from secagg.state import LeafCodec
 from secagg.wire import Payload, Reader, Writer
 
@@ -1161,13 +1161,17 @@ def _private_key_from(data: bytes) -> paillier.PaillierPrivateKey:
 
 
 class _PaillierBase(Protocol[PaillierConfig]):
-    stages = ("keys", "precompute", "upload", "aggregate", "decrypt")
+    # Declared as wide as the Protocol's own so a subclass (the threshold protocols) may
+    # replace them without a type: ignore.
+    stages: ClassVar[tuple[str, ...]] = ("keys", "precompute", "upload", "aggregate", "decrypt")
     offline_stages = frozenset({"precompute"})
     finalize_stages = frozenset({"decrypt"})
     late_dropout_stage = "upload"
     aggregate_kind = "weighted_mean"
     threat_model = _THREAT_MODEL
-    payload_types = (PublicKeyMessage, EncryptedUpdate, EncryptedSum, ModelBinding)
+    payload_types: ClassVar[tuple[type[Payload], ...]] = (
+        PublicKeyMessage, EncryptedUpdate, EncryptedSum, ModelBinding,
+    )  # fmt: skip
     supports_binding = True
     server_ids = (SERVER,)
     aggregate_holder = KEY_HOLDER
@@ -1179,7 +1183,7 @@ class _PaillierBase(Protocol[PaillierConfig]):
     frac_bits_field = "frac_bits"
     # The key holder's node deals: it holds the secret key anyway, and the client
     # parties it deals carry only the public key.
-    provisioning = "dealer"
+    provisioning: ClassVar[Provisioning] = "dealer"
     state_types: ClassVar[tuple[type, ...]] = (
         PaillierClient,
         PaillierServer,

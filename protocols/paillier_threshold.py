@@ -81,6 +81,7 @@ from protocols.paillier import (
     PaillierNaive,
     PaillierPacked,
     PublicKeyMessage,
+    _PaillierBase,
     ciphertexts_to_bytes,
     decode_ciphertexts,
     decode_packed,
@@ -100,7 +101,7 @@ from secagg.errors import (
 )
 from secagg.observe import Observation
 from secagg.party import SERVER, Envelope, Holding, Inbound, Party, Revealed, View, party_name
-from secagg.protocol import RoundSpec, ThreatModel
+from secagg.protocol import Provisioning, RoundSpec, ThreatModel
 from secagg.wire import Payload, Reader, Writer
 
 KEYGEN_MODES = (tp.DEALER_DISTRIBUTED, tp.DEALER_INSECURE)
@@ -681,17 +682,23 @@ _THRESHOLD_THREAT = ThreatModel(
 )
 
 
-class _ThresholdMixin:
-    """Round parties and observers shared by the packed and naive threshold protocols."""
+class _ThresholdBase(_PaillierBase):
+    """Round parties and observers shared by the packed and naive threshold protocols.
 
-    stages = ("precompute", "upload", "aggregate", "decrypt", "combine")
+    A Paillier protocol itself (so its overrides are checked against the Paillier base's
+    declarations), listed first among each protocol's bases so that its round wins over
+    the key-holder round of PaillierPacked / PaillierNaive, whose encoding it keeps."""
+
+    stages: ClassVar[tuple[str, ...]] = ("precompute", "upload", "aggregate", "decrypt", "combine")
     offline_stages = frozenset({"precompute"})
     finalize_stages = frozenset({"decrypt", "combine"})
     threat_model = _THRESHOLD_THREAT
-    payload_types = (EncryptedUpdate, UploadSignature, SumRequest, PartialMessage, ModelBinding)
+    payload_types: ClassVar[tuple[type[Payload], ...]] = (
+        EncryptedUpdate, UploadSignature, SumRequest, PartialMessage, ModelBinding,
+    )  # fmt: skip
     supports_binding = True
     aggregate_holder = SERVER
-    provisioning = "dealer"
+    provisioning: ClassVar[Provisioning] = "dealer"
     Config = ThresholdPaillierConfig
     state_types: ClassVar[tuple[type, ...]] = (
         ThresholdClient, ThresholdServer, Layout, PublicKeyMessage, Federation,
@@ -843,7 +850,7 @@ def _open_with(
     return np.asarray(vector, dtype=np.float64)[: spec.n_params], note
 
 
-class PaillierThreshold(_ThresholdMixin, PaillierPacked):  # type: ignore[misc]
+class PaillierThreshold(_ThresholdBase, PaillierPacked):
     """Packed Paillier FedAvg decrypted by any t of a c-client committee (no key holder)."""
 
     name = "paillier-threshold"
@@ -851,7 +858,7 @@ class PaillierThreshold(_ThresholdMixin, PaillierPacked):  # type: ignore[misc]
     summary = "packed Paillier, key shared t-of-c by a client committee (dealer-free keygen); no key holder"
 
 
-class PaillierNaiveThreshold(_ThresholdMixin, PaillierNaive):  # type: ignore[misc]
+class PaillierNaiveThreshold(_ThresholdBase, PaillierNaive):
     """One phe ciphertext per parameter, decrypted by any t of a c-client committee."""
 
     name = "paillier-naive-threshold"

@@ -44,9 +44,17 @@ Rounds (one stage each, the server's stages in between route messages)::
                         the commitment and the public key), removes their masks, checks
                         the minimum and reveals the sum
 
-Fixed point: x_i is encoded as rint(x * 2^f) in Z_2^k (k = 32 by default; f planned
-from clip and the number of clients unless set), so the revealed sum is exact mod 2^k
-and decodes to within n * 2^-(f+1) of the float sum (``precision()``).
+Fixed point: x_i is encoded as rint(x * 2^f) in Z_2^k (k = 8..32 or 64, 32 by
+default; f planned from clip and the number of clients unless set), so the revealed sum
+is exact mod 2^k and decodes to within n * 2^-(f+1) of the float sum (``precision()``).
+Masks are words of the AES-CTR stream (uniform mod 2^k, nothing rejected), so the
+masked vector is k/8 bytes per parameter: 2 in Z_2^16, 1.5 in Z_2^12 (bit-packed; a
+width that is no whole dtype is held in the next uint dtype and reduced mod 2^k). A
+smaller ring leaves less room: the planned f drops (100 clients of |x| <= 1 get 8
+fractional bits in Z_2^16), and a set f that overflows is refused before the round
+(:class:`EncodingOverflowError`, saying what fits). ``modular=True`` is for inputs that
+are residues whose decoder reduces modulo the ring itself (distributed DP in Z_2^bits):
+no client budget, the sum is revealed mod 2^k.
 
 Threat model:
 
@@ -83,7 +91,7 @@ Threat model:
 - Minimum clients: the revealed sum holds at least max(min_clients, t) inputs
   (min_clients = 2 by default); below that NotEnoughClientsError.
 
-Costs: upload 4 bytes per parameter for k = 32 (8 for k = 64) plus about 140 bytes per
+Costs: upload k/8 bytes per parameter (2 for k = 16, 4 for k = 32) plus about 140 bytes per
 member of the share group (a 92-byte encrypted share pair and a 40-byte unmasking share
 each, 65 bytes of keys and a 32-byte commitment once; active security adds 128 bytes of
 signatures); the client expands one PRG stream per neighbour plus its self mask,
@@ -113,7 +121,7 @@ from protocols.pairwise_sizing import (
     size_secaggplus,
 )
 from secagg.binding import BindingLedger, ModelBinding, binding_message, bound_label
-from secagg.encoding import FixedPoint
+from secagg.encoding import WHOLE_RING_BITS, FixedPoint, is_packed, reduce, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -138,6 +146,8 @@ LIMBS = limbs_per_secret(SECRET_BYTES)  # 9 field elements per 32-byte secret
 SHARE_PLAINTEXT_BYTES = 2 * 4 * LIMBS  # b-share and s-share, uint32 limbs
 GCM_TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + GCM_TAG_BYTES
+# The element dtypes a masked input may carry: one per ring width.
+_RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in WHOLE_RING_BITS)
 _NONCE = bytes(12)  # every share key encrypts exactly one message (see _share_key)
 MAX_SESSION_BYTES = 256
 AUTO = "auto"  # neighbours sized from Bell et al.'s bounds at the round's client count
@@ -173,8 +183,9 @@ def _optional_int(value: object, name: str) -> int | None:
 class PairwiseConfig:
     """Configuration of ``secagg`` pairwise masking.
 
-    ``ring_bits`` k (32 or 64); ``clip`` the accepted |x|; ``frac_bits`` None plans the
-    most fractional bits the bit budget allows for the round's client count;
+    ``ring_bits`` k (8..32 or 64); ``clip`` the accepted |x|; ``frac_bits`` None plans
+    the most fractional bits the bit budget allows for the round's client count;
+    ``modular`` the inputs are residues whose sum is wanted mod 2^k (no client budget);
     ``threshold`` t of the Shamir sharing within a share group (None: floor(2g/3) + 1,
     g the group size; t <= g/2 is refused unless ``insecure_allow_low_threshold``);
     ``neighbours`` k of SecAgg+ (even, >= 2; None: full graph; ``"auto"``: k and t sized
@@ -202,9 +213,10 @@ class PairwiseConfig:
     corrupt_fraction: float = DEFAULT_CORRUPT
     privacy_bits: int = DEFAULT_FAILURE_BITS
     correctness_bits: int = DEFAULT_FAILURE_BITS
+    modular: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("active_security", "insecure_allow_low_threshold"):
+        for name in ("active_security", "insecure_allow_low_threshold", "modular"):
             object.__setattr__(self, name, _flag(getattr(self, name), name))
         if not isinstance(self.session, str) or len(self.session.encode("utf-8")) > MAX_SESSION_BYTES:
             raise ConfigError(
@@ -229,12 +241,11 @@ class PairwiseConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
                 raise ConfigError(f"{name}: expected an integer in [1, 128], got {value!r}")
-        if self.ring_bits not in (32, 64):
-            raise ConfigError(f"ring_bits must be 32 or 64, got {self.ring_bits!r}")
+        ring_dtype(self.ring_bits)  # one of RING_BITS, else ConfigError
         if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
             raise ConfigError(f"clip must be a finite number > 0, got {self.clip!r}")
         if self.frac_bits is not None:
-            FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
+            self.codec(1)  # validates frac_bits against the ring and clip
         if self.threshold is not None and self.threshold < 2:
             raise ConfigError(
                 f"threshold must be >= 2 (t = 1 hands a secret to one holder), got {self.threshold}"
@@ -246,8 +257,12 @@ class PairwiseConfig:
 
     def codec(self, n_clients: int) -> FixedPoint:
         if self.frac_bits is None:
-            return FixedPoint.plan(clip=self.clip, n_clients=n_clients, ring_bits=self.ring_bits)
-        return FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
+            return FixedPoint.plan(
+                clip=self.clip, n_clients=n_clients, ring_bits=self.ring_bits, modular=self.modular
+            )
+        return FixedPoint(
+            ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip, modular=self.modular
+        )
 
     def sizing(self, n_clients: int) -> Sizing:
         """k and t for ``n_clients`` from Bell et al.'s bounds (``neighbours='auto'``)."""
@@ -513,24 +528,38 @@ class RoutedShares(Payload):
 class MaskedInput(Payload):
     """A client's masked fixed-point vector y_i in Z_2^k.
 
-    Layout: array (u8 dtype code 2 = uint32 or 3 = uint64 | u64 count | count x 4 or 8
-    bytes little-endian). 4 bytes per parameter for k = 32.
+    Layout, k = 8, 16, 32, 64: array (u8 dtype code 1 = uint8, 8 = uint16, 2 = uint32 or
+    3 = uint64 | u64 count | count x k/8 bytes little-endian): 9 + n * k/8 bytes, 2 bytes
+    per parameter for k = 16, 4 for k = 32. Any other k: packed (u8 9 | u8 k | u64 count |
+    ceil(count * k / 8) bytes, :func:`secagg.wire.pack_bits`), only the low k bits of each
+    value. ``bits``: the width on the wire (0: the dtype's). The count is bounded by the
+    bytes that follow it, and the server sums only n_params elements of its own ring.
     """
 
     msg_type: ClassVar[int] = 5
     masked: np.ndarray
+    bits: int = 0
+
+    @property
+    def ring_bits(self) -> int:
+        return self.bits or self.masked.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
+        if self.bits and self.bits != self.masked.dtype.itemsize * 8:
+            return Writer().packed(self.masked, self.bits).to_bytes()
         return Writer().array(self.masked).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskedInput:
         reader = Reader(data, "MaskedInput")
-        masked = reader.array("masked")
+        masked, bits = reader.array_bits("masked")
         reader.done()
-        if masked.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
-            raise WireFormatError(f"MaskedInput: expected uint32 or uint64 elements, got {masked.dtype}")
-        return cls(masked)
+        if masked.dtype not in _RING_WIRE_DTYPES or bits < 8:
+            raise WireFormatError(
+                f"MaskedInput: expected {'/'.join(f'<u{d.itemsize}' for d in _RING_WIRE_DTYPES)} elements "
+                f"of at least 8 bits, got {bits}-bit {masked.dtype}"
+            )
+        return cls(masked, 0 if bits == masked.dtype.itemsize * 8 else bits)
 
 
 @dataclass(frozen=True)
@@ -730,7 +759,7 @@ def apply_masks(
     pair_seeds: Mapping[int, bytes],
     round_id: int,
 ) -> np.ndarray:
-    """Mask ``encoded`` (uint32/uint64, modified in place and returned) as client ``client``.
+    """Mask ``encoded`` (a ring dtype, modified in place and returned) as client ``client``.
 
     y = x + PRG(b) + sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ij) mod 2^k: one PRF
     expansion per peer into one reused buffer, each added or subtracted over the whole
@@ -1008,7 +1037,9 @@ class PairwiseClient(Party):
         apply_masks(
             masked, client=me, self_mask_seed=self._self_mask_seed, pair_seeds=pair_seeds, round_id=rid
         )
-        sent = [Envelope(SERVER, MaskedInput(masked))]
+        ring_bits = self._codec.ring_bits
+        packed_bits = ring_bits if is_packed(ring_bits) else 0
+        sent = [Envelope(SERVER, MaskedInput(reduce(masked, ring_bits), packed_bits))]
         if self.binding:  # the server's explicit check; the masks enforce it regardless
             sent.append(Envelope(SERVER, binding_message(self.binding)))
         return sent
@@ -1274,10 +1305,12 @@ class PairwiseServer(Party):
         dtype = np.dtype(self._codec.dtype).newbyteorder("<")
         total = np.zeros(n, dtype=self._codec.dtype)
         for sender, upload in sorted(uploads.items()):
-            if upload.masked.size != n or upload.masked.dtype != dtype:
+            ring_bits = self._codec.ring_bits
+            if upload.masked.size != n or upload.masked.dtype != dtype or upload.ring_bits != ring_bits:
                 raise ProtocolStateError(
-                    f"server: expected {n} elements of {dtype} from {party_name(sender)}, "
-                    f"got {upload.masked.size} of {upload.masked.dtype}"
+                    f"server: expected {n} elements of Z_2^{ring_bits} ({dtype}) from "
+                    f"{party_name(sender)}, got {upload.masked.size} of Z_2^{upload.ring_bits} "
+                    f"({upload.masked.dtype})"
                 )
             np.add(total, upload.masked, out=total)
         self._total = total
@@ -1483,6 +1516,8 @@ class PairwiseMasking(Protocol[PairwiseConfig]):
     Config = PairwiseConfig
     input_bound_field = "clip"
     frac_bits_field = "frac_bits"
+    ring_bits_field = "ring_bits"
+    modular_field = "modular"
     # Each client makes its own key pairs and advertises them in a stage; a dealer
     # would learn every client's key-agreement secret.
     provisioning = "local"

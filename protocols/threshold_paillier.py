@@ -422,13 +422,14 @@ class DkgParty:
         self._phi = n + 1 - self._p - self._q if self.index == 1 else -(self._p + self._q)
         self._beta = _random_below(n << STAT_BITS)
         self._r = _random_below(n << (2 * STAT_BITS))
-        polys = [
+        f_beta, f_phi, f_r = (
             [value % prime] + [_random_below(prime) for _ in range(self.degree)]
             for value in (self._beta, self._phi, self._r)
-        ]
+        )
         fz = [0] + [_random_below(prime) for _ in range(2 * self.degree)]
         return {
-            j: (*(_eval_poly(f, j, prime) for f in polys), _eval_poly(fz, j, prime))  # type: ignore[misc]
+            j: (_eval_poly(f_beta, j, prime), _eval_poly(f_phi, j, prime), _eval_poly(f_r, j, prime),
+                _eval_poly(fz, j, prime))
             for j in range(1, self.parties + 1)
         }
 

@@ -58,8 +58,18 @@ Stages: ``upload`` (clients send) -> ``collect`` (A sums shares and lists them t
 opens seeds and sums masks) -> ``unmask`` (B answers with the mask sum over the
 intersection) -> ``reveal`` (A combines and decodes).
 
-Upload: 4 bytes per parameter for k = 32 (8 for k = 64) + 9 bytes of array header +
-80 bytes of sealed seed + two 30-byte message frames.
+Rings: k = 8..32 or 64 (default 32); an element is k/8 bytes on the wire, bit-packed
+when k is no whole dtype (Z_2^12: 1.5 bytes), and held in memory in the smallest uint
+dtype of >= k bits; masks are words of that width from the AES-CTR stream, uniform mod
+2^k (2^k divides the word's range; nothing is rejected). A smaller ring leaves less room for the sum:
+n clients' |x| <= clip need n * rint(clip * 2^f) <= 2^(k-1) - 1 (checked before any
+upload, :class:`EncodingOverflowError` naming what fits), e.g. 100 clients of |x| <= 1
+take at most 8 fractional bits in Z_2^16. ``modular=True`` drops that budget for inputs
+that are residues whose decoder reduces modulo the ring itself (distributed DP's
+messages in Z_2^bits, carried in Z_2^bits: 2 bytes per parameter for bits = 16).
+
+Upload: k/8 bytes per parameter (2 for k = 16, 4 for k = 32, 8 for k = 64) + 9 bytes of
+array header (10 when packed) + 80 bytes of sealed seed + two 30-byte message frames.
 """
 
 from __future__ import annotations
@@ -72,7 +82,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from secagg.binding import BindingLedger, ModelBinding, binding_message
-from secagg.encoding import FixedPoint, check_range
+from secagg.encoding import WHOLE_RING_BITS, FixedPoint, check_range, is_packed, reduce, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -93,6 +103,9 @@ SEALED_SEED_BYTES = SEED_BYTES + SEAL_OVERHEAD  # 80
 SESSION_NONCE_BYTES = 16
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
+# The element dtypes a share or mask sum may carry on the wire: one per ring width.
+RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in WHOLE_RING_BITS)
+_RING_NAMES = "/".join(f"<u{d.itemsize}" for d in RING_WIRE_DTYPES)
 
 
 def mask_label(round_id: int, client: int) -> bytes:
@@ -117,13 +130,16 @@ def seed_associated_data(round_id: int, client: int, session: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class TwoServerConfig:
-    """``ring_bits`` k (32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
-    ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2)."""
+    """``ring_bits`` k (8..32 or 64), ``frac_bits`` f, ``clip`` (|x| <= clip accepted),
+    ``min_clients`` (fewest agreed clients a revealed sum may cover; >= 2), ``modular``
+    (inputs are residues, the sum is wanted mod 2^k: no client budget; see the module
+    docstring)."""
 
     ring_bits: int = 32
     frac_bits: int = 16
     clip: float = 1.0
     min_clients: int = 2
+    modular: bool = False
 
     def __post_init__(self) -> None:
         # FixedPoint validates ring_bits, frac_bits and clip (and that clip*2^f fits).
@@ -135,7 +151,9 @@ class TwoServerConfig:
             )
 
     def codec(self) -> FixedPoint:
-        return FixedPoint(ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip)
+        return FixedPoint(
+            ring_bits=self.ring_bits, frac_bits=self.frac_bits, clip=self.clip, modular=self.modular
+        )
 
 
 # --- payloads ---------------------------------------------------------------------------
@@ -145,39 +163,51 @@ class TwoServerConfig:
 class MaskedShare(Payload):
     """A's share of one client: x - PRF(seed) in Z_2^k.
 
-    Layout: array values (u8 dtype code 2 = <u4 or 3 = <u8 | u64 count | count * k/8
-    bytes little-endian). A client builds it with :meth:`allocate` and writes the
-    masked values straight into the wire buffer, so ``to_bytes`` copies nothing.
+    Layout, k = 8, 16, 32, 64: array values (u8 dtype code 1 = <u1, 8 = <u2, 2 = <u4 or 3
+    = <u8 | u64 count | count * k/8 bytes little-endian): 9 + n * k/8 bytes. Any other k:
+    packed (u8 9 | u8 k | u64 count | ceil(count * k / 8) bytes, :func:`secagg.wire.pack_bits`):
+    10 + ceil(n * k / 8) bytes, only the low k bits of each value. The count is bounded by
+    the bytes that follow it (the reader refuses a count the message cannot hold), and
+    server A takes only n_params elements of its own ring (width and dtype). ``bits`` is
+    the width on the wire (0: the dtype's). A client builds a whole-width share with
+    :meth:`allocate` and writes the masked values straight into the wire buffer, so
+    ``to_bytes`` copies nothing.
     """
 
     msg_type: ClassVar[int] = 1
     values: np.ndarray
     _wire: bytearray | None = field(default=None, repr=False, compare=False)
+    bits: int = 0
 
     @classmethod
     def allocate(cls, n: int, ring_bits: int) -> MaskedShare:
-        """A share whose ``values`` is a writable view into its own wire buffer."""
-        itemsize = ring_bits // 8
-        dtype = np.dtype(f"<u{itemsize}")
-        buffer = bytearray(ARRAY_HEADER_BYTES + n * itemsize)
+        """A share whose ``values`` is a writable view into its own wire buffer (a plain
+        array for a packed width: packing needs a pass anyway)."""
+        dtype = np.dtype(ring_dtype(ring_bits)).newbyteorder("<")
+        if is_packed(ring_bits):
+            return cls(np.empty(n, dtype=dtype), None, ring_bits)
+        buffer = bytearray(ARRAY_HEADER_BYTES + n * dtype.itemsize)
         buffer[:ARRAY_HEADER_BYTES] = array_header(dtype, n)
         values = np.frombuffer(buffer, dtype=dtype, offset=ARRAY_HEADER_BYTES, count=n)
         return cls(values, buffer)
+
+    @property
+    def ring_bits(self) -> int:
+        """The ring width the share's values travel in."""
+        return self.bits or self.values.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
         if self._wire is not None:
             # The prebuilt buffer is the layout above; handing it over spares a 4n-byte copy.
             return cast(bytes, self._wire)
-        return Writer().array(self.values).to_bytes()
+        return _write_ring(Writer(), self.values, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskedShare:
         reader = Reader(data, "MaskedShare")
-        values = reader.array("values")
+        values, bits = _read_ring(reader, "MaskedShare", "values")
         reader.done()
-        if values.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
-            raise WireFormatError(f"MaskedShare: expected <u4 or <u8 values, got {values.dtype}")
-        return cls(values)
+        return cls(values, None, bits)
 
 
 @dataclass(frozen=True)
@@ -202,6 +232,23 @@ class SealedSeed(Payload):
         sealed = reader.raw(SEALED_SEED_BYTES, "sealed seed")
         reader.done()
         return cls(sealed)
+
+
+def _write_ring(writer: Writer, values: np.ndarray, bits: int) -> Writer:
+    """Ring elements as an array (whole width, ``bits`` 0) or packed at ``bits``."""
+    if bits and bits != values.dtype.itemsize * 8:
+        return writer.packed(values, bits)
+    return writer.array(values)
+
+
+def _read_ring(reader: Reader, what: str, name: str) -> tuple[np.ndarray, int]:
+    """Ring elements and their wire width (0 for a whole dtype's width)."""
+    values, bits = reader.array_bits(name)
+    if values.dtype not in RING_WIRE_DTYPES:
+        raise WireFormatError(f"{what}: expected {_RING_NAMES} {name}, got {values.dtype}")
+    if bits < 8:
+        raise WireFormatError(f"{what}: expected {name} of at least 8 bits, got {bits}")
+    return values, 0 if bits == values.dtype.itemsize * 8 else bits
 
 
 def _write_ids(writer: Writer, ids: Sequence[int]) -> Writer:
@@ -240,25 +287,29 @@ class HeldSet(Payload):
 class MaskSum(Payload):
     """B -> A: the agreed clients (intersection) and the sum of their masks mod 2^k.
 
-    Layout: array ids (as in HeldSet) | array mask_sum (code 2 <u4 or 3 <u8 | u64 n | values).
+    Layout: array ids (as in HeldSet) | mask_sum as MaskedShare's values (an array of a
+    ring dtype, or packed at ``bits``).
     """
 
     msg_type: ClassVar[int] = 4
     clients: tuple[int, ...]
     mask_sum: np.ndarray
+    bits: int = 0
+
+    @property
+    def ring_bits(self) -> int:
+        return self.bits or self.mask_sum.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
-        return _write_ids(Writer(), self.clients).array(self.mask_sum).to_bytes()
+        return _write_ring(_write_ids(Writer(), self.clients), self.mask_sum, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskSum:
         reader = Reader(data, "MaskSum")
         clients = _read_ids(reader, "clients")
-        mask_sum = reader.array("mask_sum")
+        mask_sum, bits = _read_ring(reader, "MaskSum", "mask_sum")
         reader.done()
-        if mask_sum.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
-            raise WireFormatError(f"MaskSum: expected <u4 or <u8 values, got {mask_sum.dtype}")
-        return cls(clients, mask_sum)
+        return cls(clients, mask_sum, bits)
 
 
 # --- the client kernel --------------------------------------------------------------------
@@ -272,20 +323,23 @@ def mask_update(
     Equal to ``codec.encode(update) - prf.expand(seed, label, n)``, but each block of
     the float input is range-checked, scaled, rounded, cast and masked while it sits in
     cache, and the AES-CTR keystream is produced block by block into one reused buffer
-    (CTR is a stream: the blocks concatenate to ``prf.expand``'s stream).
+    (CTR is a stream: the blocks concatenate to ``prf.expand``'s stream). A modular codec
+    with k < 64 casts through int64, whose narrowing to k bits is the reduction mod 2^k
+    (its inputs may reach +2^(k-1), outside the signed k-bit range).
     """
     n = update.size
     if out.size != n or out.dtype != np.dtype(codec.dtype).newbyteorder("<"):
         raise ConfigError(
             f"out: expected {n} elements of {np.dtype(codec.dtype)}, got {out.size} of {out.dtype}"
         )
-    itemsize = codec.ring_bits // 8
+    itemsize = np.dtype(codec.dtype).itemsize
     signed = np.dtype(f"<i{itemsize}")
     scale = codec.scale
     encryptor = prf_stream(seed, label)
     block = min(_BLOCK, max(n, 1))
     scaled = np.empty(block, dtype=np.float64)
     encoded = np.empty(block, dtype=signed)
+    wide = np.empty(block, dtype=np.int64) if codec.modular and itemsize < 8 else None
     zeros = bytes(block * itemsize)
     # update_into wants room for one extra AES block.
     stream = bytearray(block * itemsize + 15)
@@ -297,11 +351,15 @@ def mask_update(
         check_range(chunk, codec.clip)
         np.multiply(chunk, scale, out=scaled[:m])
         np.rint(scaled[:m], out=scaled[:m])
-        np.copyto(encoded[:m], scaled[:m], casting="unsafe")
+        if wide is None:
+            np.copyto(encoded[:m], scaled[:m], casting="unsafe")
+        else:
+            np.copyto(wide[:m], scaled[:m], casting="unsafe")
+            np.copyto(encoded[:m], wide[:m], casting="unsafe")
         encryptor.update_into(zeros[: m * itemsize], stream)
         np.subtract(encoded[:m].view(out.dtype), stream_view[:m], out=out[start:stop])
     encryptor.finalize()
-    return out
+    return reduce(out, codec.ring_bits)  # a packed ring's high container bits: never kept
 
 
 def accumulate_mask(total: np.ndarray, seed: bytes, label: bytes, *, subtract: bool = False) -> np.ndarray:
@@ -413,10 +471,12 @@ class ServerA(Party):
                 self.rejected_clients[sender] = f"expected a MaskedShare, got {type(payload).__name__}"
                 continue
             values = payload.values
-            if values.dtype != dtype or values.size != self._spec.n_params:
+            if (values.dtype != dtype or values.size != self._spec.n_params
+                    or payload.ring_bits != self._codec.ring_bits):
                 self.rejected_clients[sender] = (
-                    f"expected {self._spec.n_params} elements of {dtype} from "
-                    f"{party_name(sender)}, got {values.size} of {values.dtype}"
+                    f"expected {self._spec.n_params} elements of Z_2^{self._codec.ring_bits} ({dtype}) "
+                    f"from {party_name(sender)}, got {values.size} of Z_2^{payload.ring_bits} "
+                    f"({values.dtype})"
                 )
                 continue
             if self._total is None:
@@ -446,10 +506,12 @@ class ServerA(Party):
             )
         dtype = np.dtype(self._codec.dtype).newbyteorder("<")
         mask_sum = answer.mask_sum
-        if mask_sum.dtype != dtype or mask_sum.size != self._spec.n_params:
+        if (mask_sum.dtype != dtype or mask_sum.size != self._spec.n_params
+                or answer.ring_bits != self._codec.ring_bits):
             raise ProtocolStateError(
-                f"server: expected a mask sum of {self._spec.n_params} {dtype}, "
-                f"got {mask_sum.size} of {mask_sum.dtype}"
+                f"server: expected a mask sum of {self._spec.n_params} elements of "
+                f"Z_2^{self._codec.ring_bits} ({dtype}), got {mask_sum.size} of "
+                f"Z_2^{answer.ring_bits} ({mask_sum.dtype})"
             )
         total = cast(np.ndarray, self._total)  # agreed is non-empty, so shares arrived
         # Clients that reached A only: B has no mask for them, so their shares leave the sum.
@@ -555,7 +617,8 @@ class ServerB(Party):
         for client in sorted(set(self._seeds) - agreed):
             self._accumulate(total, client, subtract=True)
         self._seeds.clear()  # a seed is useless after the round; do not keep it
-        return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total))]
+        bits = self._codec.ring_bits if is_packed(self._codec.ring_bits) else 0
+        return [Envelope(SERVER, MaskSum(tuple(sorted(agreed)), total, bits))]
 
     def holdings(self) -> list[Holding]:
         return [
@@ -587,6 +650,8 @@ class TwoServer(Protocol[TwoServerConfig]):
     fast_config: ClassVar[dict[str, Any]] = {}
     input_bound_field = "clip"
     frac_bits_field = "frac_bits"
+    ring_bits_field = "ring_bits"
+    modular_field = "modular"
     # B's key pair comes with the protocol: B deals, so its secret key never leaves B.
     provisioning = "server-b"
     state_types: ClassVar[tuple[type, ...]] = (TwoServerClient, ServerA, ServerB, BindingLedger)

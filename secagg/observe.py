@@ -119,7 +119,7 @@ def read_payload(
         if values.size == n_params and values.dtype.kind == "f":
             return Reading("plaintext", np.asarray(values, dtype=np.float64), f"float field {field_name}")
     if codec is not None:
-        width = codec.ring_bits // 8
+        width = np.dtype(codec.dtype).itemsize
         for field_name, values in arrays.items():
             if values.size == n_params and values.dtype.kind == "u" and values.dtype.itemsize == width:
                 return Reading(

@@ -1,5 +1,5 @@
 """A PRF/PRG over ring elements: a 32-byte seed and a domain label give any number of
-uniform elements of Z_2^32 or Z_2^64.
+uniform elements of Z_2^k (k = 8..32 or 64).
 
 Construction: ``key = HKDF-SHA256(seed, salt=SALT, info=label)`` (32 bytes), then the
 AES-256-CTR keystream under ``key`` (zero nonce: every label gives a fresh key) read as
@@ -7,7 +7,9 @@ little-endian integers. The seed keeps its full 256 bits of entropy (compare Flo
 SecAgg+, whose ``pseudo_rand_gen`` folds a 32-byte seed to 32 bits and draws from
 ``np.random.RandomState``: a seed space one can enumerate). Every k-bit pattern occurs,
 both ends of the ring included, because the keystream bytes are uniform and are used
-whole, without rejection or modular reduction.
+whole, without rejection or modular reduction: an element of Z_2^16 is two keystream
+bytes, one of Z_2^32 four (so a 16-bit ring's mask is exactly as uniform as a 32-bit one,
+and costs half the keystream).
 
 Domain separation: the label binds purpose, round and party ids, so the mask a client
 uses in round 3 never equals the one it used in round 2, and a pairwise mask for (i, j)
@@ -33,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from secagg.encoding import ring_dtype
+from secagg.encoding import reduce, ring_dtype
 from secagg.errors import ConfigError
 
 SEED_BYTES = 32
@@ -100,13 +102,18 @@ def expand(seed: bytes, label: bytes, n: int, *, ring_bits: int = 32) -> np.ndar
     """``n`` uniform elements of Z_2^ring_bits from (seed, label), as a read-only array.
 
     The array views the keystream bytes without a copy; use it as an operand
-    (``np.subtract(x, mask, out=x)``) or ``.copy()`` it to write.
+    (``np.subtract(x, mask, out=x)``) or ``.copy()`` it to write. For a width that is not
+    a whole dtype (k = 12: uint16 words) each element is one container word of the stream
+    reduced mod 2^k (uniform: 2^k divides the word's range), in a new array.
     """
     dtype = np.dtype(ring_dtype(ring_bits)).newbyteorder("<")
     if not 0 <= n <= _MAX_ELEMENTS:
         raise ConfigError(f"n must be in [0, {_MAX_ELEMENTS}], got {n}")
     stream = keystream(seed, label, n * dtype.itemsize)
-    return np.frombuffer(stream, dtype=dtype)
+    words = np.frombuffer(stream, dtype=dtype)
+    if dtype.itemsize * 8 != ring_bits:
+        return reduce(words.copy(), ring_bits)
+    return words
 
 
 def _check_seed(seed: bytes) -> None:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
-from secagg.encoding import FixedPoint
+from secagg.encoding import FixedPoint, ring_for
 from secagg.errors import ConfigError, UnknownProtocolError
 from secagg.observe import Observation, Reading, aggregate_observation, message_observation, read_payload
 from secagg.party import SERVER, Party, View, is_client
@@ -104,6 +104,10 @@ class Protocol(Generic[C]):
     # The config field holding the fractional bits of its fixed-point codec (None: no such
     # codec, or none the configuration sets).
     frac_bits_field: ClassVar[str | None] = None
+    # The config fields holding the ring width k of its Z_2^k codec and whether that codec
+    # is modular (secagg.encoding): set together, or neither (no configurable ring).
+    ring_bits_field: ClassVar[str | None] = None
+    modular_field: ClassVar[str | None] = None
     provisioning: ClassVar[Provisioning] = "dealer"
     # Secret holdings each server has by design (by party id): anything else a server
     # declares secret breaks the holdings contract.
@@ -176,16 +180,28 @@ class Protocol(Generic[C]):
         config = dataclasses.replace(self.config, **{self.input_bound_field: float(bound)})  # type: ignore[type-var]
         return type(self)(config)
 
-    def with_integer_inputs(self: P, bound: float) -> P:
+    def with_integer_inputs(self: P, bound: float, *, modulus_bits: int | None = None) -> P:
         """This protocol set up for inputs that are integers in [-bound, bound] (e.g. the
         ring integers of distributed DP): the input bound set and, where the protocol encodes
         fixed point, 0 fractional bits, so the integers travel exactly. Both change at once,
-        so a bound that only fits with 0 fractional bits is accepted."""
+        so a bound that only fits with 0 fractional bits is accepted.
+
+        ``modulus_bits``: the inputs are residues mod 2^modulus_bits whose consumer reduces
+        the sum modulo it (distributed DP). Where the protocol has a configurable ring
+        (``ring_bits_field``), it is set to the smallest width >= modulus_bits
+        (:func:`secagg.encoding.ring_for`: modulus_bits itself from 8 to 32) and made
+        modular, so the messages travel in that ring (2 bytes per value for 16 bits, 1.5
+        bit-packed for 12) and the sum may wrap.
+        """
         overrides: dict[str, Any] = {}
         if self.input_bound_field is not None:
             overrides[self.input_bound_field] = float(bound)
         if self.frac_bits_field is not None:
             overrides[self.frac_bits_field] = 0
+        if modulus_bits is not None and self.ring_bits_field is not None:
+            overrides[self.ring_bits_field] = ring_for(modulus_bits)
+            if self.modular_field is not None:
+                overrides[self.modular_field] = True
         if not overrides:
             return self
         return type(self)(dataclasses.replace(self.config, **overrides))  # type: ignore[type-var]

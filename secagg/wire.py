@@ -21,7 +21,11 @@ material is each protocol's job (AES-GCM). Payload arrays are little-endian.
 
 Payload codecs are built from :class:`Writer` and :class:`Reader`, whose reads are
 bounds-checked: hostile bytes raise :class:`WireFormatError`, never ``IndexError`` or a
-silently wrong value.
+silently wrong value. Arrays travel as ``u8 dtype code | u64 count | count elements``
+(codes in ``_DTYPE_CODES``: 1 <u1, 8 <u2, 2 <u4, 3 <u8, 4 <i8, 5 <f4, 6 <f8, 7 <f2) or,
+for ring elements of a width that is no whole dtype, bit-packed as ``u8 9 | u8 k | u64
+count | ceil(count * k / 8) bytes`` (:func:`pack_bits`); a count is checked against the
+bytes present before anything is allocated.
 """
 
 from __future__ import annotations
@@ -55,9 +59,79 @@ _DTYPE_CODES: dict[int, np.dtype] = {
     5: np.dtype("<f4"),
     6: np.dtype("<f8"),
     7: np.dtype("<f2"),
+    8: np.dtype("<u2"),  # elements of Z_2^16 (a 16-bit ring's masked shares)
 }
 _CODE_OF = {dtype: code for code, dtype in _DTYPE_CODES.items()}
 ARRAY_HEADER_BYTES = 9  # Writer.array: u8 dtype code + u64 element count
+# A bit-packed array of unsigned k-bit elements (Writer.packed): u8 code 9 | u8 k | u64
+# count | ceil(count * k / 8) bytes. Read back into the smallest uint dtype holding k bits.
+PACKED_CODE = 9
+PACKED_HEADER_BYTES = 10
+_CONTAINERS = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8"))
+
+
+_UNPACK_BLOCK = 1 << 16
+
+
+def packed_bytes(count: int, bits: int) -> int:
+    """Bytes of ``count`` elements packed at ``bits`` each (without the header)."""
+    return (count * bits + 7) // 8
+
+
+def _container(bits: int) -> np.dtype:
+    if not 1 <= bits <= 64:
+        raise WireFormatError(f"expected a packed width in [1, 64] bits, got {bits}")
+    return next(d for d in _CONTAINERS if d.itemsize * 8 >= bits)
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """The low ``bits`` bits of each unsigned value, concatenated little-endian: bit j of
+    value i is bit (i * bits + j) of the stream, bit b of the stream is bit b % 8 of byte
+    b // 8. Higher bits of the values are dropped (never sent)."""
+    array = np.asarray(values)
+    if array.dtype.kind != "u":
+        raise WireFormatError(f"expected unsigned values to pack, got {array.dtype}")
+    if not 1 <= bits <= array.dtype.itemsize * 8:
+        raise WireFormatError(f"expected a width in [1, {array.dtype.itemsize * 8}] bits, got {bits}")
+    little = np.ascontiguousarray(array.reshape(-1), dtype=array.dtype.newbyteorder("<"))
+    planes = np.unpackbits(little.view(np.uint8).reshape(little.size, little.itemsize), axis=1,
+                           bitorder="little")
+    return np.packbits(planes[:, :bits], bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
+    """``count`` values of ``bits`` bits from :func:`pack_bits`' layout, in the smallest
+    unsigned dtype holding them (a new array). ``data`` must be exactly
+    ``packed_bytes(count, bits)`` long and its padding bits zero."""
+    dtype = _container(bits)
+    if len(data) != packed_bytes(count, bits):
+        raise WireFormatError(f"expected {packed_bytes(count, bits)} packed bytes, got {len(data)}")
+    stream = np.frombuffer(data, dtype=np.uint8)
+    tail = count * bits % 8
+    if tail and int(stream[-1]) >> tail:
+        raise WireFormatError("expected zero padding after the packed values")
+    if bits > 56:  # a value and its bit offset may not fit one uint64 word: bit planes
+        planes = np.unpackbits(stream, bitorder="little")[: count * bits].reshape(count, bits)
+        wide = np.zeros((count, 64), dtype=np.uint8)
+        wide[:, :bits] = planes
+        return np.packbits(wide, axis=1, bitorder="little").reshape(-1).view(dtype)
+    # Value i starts at stream bit i * bits: gather the bytes it spans into a uint64 word
+    # (little-endian), shift its offset out and mask; in blocks, so the uint64 temporaries
+    # stay small whatever count a message claims (the output is at most 8x its bytes).
+    padded = np.zeros(stream.size + 8, dtype=np.uint8)
+    padded[: stream.size] = stream
+    out = np.empty(count, dtype=dtype)
+    mask = np.uint64((1 << bits) - 1)
+    for begin in range(0, count, _UNPACK_BLOCK):
+        start = np.arange(begin, min(begin + _UNPACK_BLOCK, count), dtype=np.int64) * bits
+        first = start >> 3
+        word = padded[first].astype(np.uint64)
+        for j in range(1, (bits + 7 + 7) // 8):
+            word |= padded[first + j].astype(np.uint64) << np.uint64(8 * j)
+        word >>= (start & 7).astype(np.uint64)
+        word &= mask
+        out[begin : begin + start.size] = word
+    return out
 
 
 def dtype_code(dtype: npt.DTypeLike) -> int:
@@ -123,6 +197,13 @@ class Writer:
         self._parts.append(little.view(np.uint8).data)
         return self
 
+    def packed(self, values: np.ndarray, bits: int) -> Writer:
+        """u8 code 9, u8 ``bits``, u64 element count, then :func:`pack_bits` (1-D)."""
+        array = np.asarray(values).reshape(-1)
+        self._parts.append(struct.pack(">BBQ", PACKED_CODE, bits, array.size))
+        self._parts.append(pack_bits(array, bits))
+        return self
+
     def to_bytes(self) -> bytes:
         return b"".join(self._parts)
 
@@ -180,7 +261,16 @@ class Reader:
         self, field: str = "array", *, dtype: str | None = None, count: int | None = None
     ) -> np.ndarray:
         """A 1-D array; ``dtype``/``count``, when given, are checked against the header."""
+        return self.array_bits(field, dtype=dtype, count=count)[0]
+
+    def array_bits(
+        self, field: str = "array", *, dtype: str | None = None, count: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """A 1-D array as :meth:`Writer.array` or :meth:`Writer.packed` wrote it, and the
+        bits each element carried on the wire (the dtype's width unless packed)."""
         code = self.u8(f"{field} dtype")
+        if code == PACKED_CODE:
+            return self._packed(field, dtype=dtype, count=count)
         if code not in _DTYPE_CODES:
             raise WireFormatError(f"{self._what}: {field} has unknown dtype code {code}")
         found = _DTYPE_CODES[code]
@@ -190,7 +280,24 @@ class Reader:
         if count is not None and n != count:
             raise WireFormatError(f"{self._what}: {field} expected {count} elements, got {n}")
         chunk = self._take(n * found.itemsize, field)
-        return np.frombuffer(chunk, dtype=found)
+        return np.frombuffer(chunk, dtype=found), found.itemsize * 8
+
+    def _packed(self, field: str, *, dtype: str | None, count: int | None) -> tuple[np.ndarray, int]:
+        bits = self.u8(f"{field} bits")
+        if not 1 <= bits <= 64:
+            raise WireFormatError(f"{self._what}: {field} expected a packed width in [1, 64], got {bits}")
+        found = _container(bits)
+        if dtype is not None and found != np.dtype(dtype).newbyteorder("<"):
+            raise WireFormatError(f"{self._what}: {field} expected dtype {dtype}, got {bits}-bit packed")
+        n = self.u64(f"{field} count")
+        if count is not None and n != count:
+            raise WireFormatError(f"{self._what}: {field} expected {count} elements, got {n}")
+        # The length is bounded by the bytes present before anything is allocated.
+        chunk = self._take(packed_bytes(n, bits), field)
+        try:
+            return unpack_bits(chunk, n, bits), bits
+        except WireFormatError as exc:
+            raise WireFormatError(f"{self._what}: {field}: {exc}") from None
 
     def done(self) -> None:
         """Raise if bytes are left over (an oversized message)."""

@@ -24,13 +24,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from leakage.attacks import client_gradients, client_weight_update, gradient_from_vector, run_attack
+from leakage.app.simulation import flat
+from leakage.attacks import (
+    AttackResult,
+    client_gradients,
+    client_weight_update,
+    gradient_from_vector,
+    run_attack,
+)
 from leakage.errors import AttackConfigError
 from leakage.malicious import (
     SERVER_ATTACKS,
@@ -48,6 +55,9 @@ from leakage.malicious import (
 )
 from leakage.metrics import hungarian
 from leakage.vetting import vet
+
+if TYPE_CHECKING:  # leakage imports the protocol layer lazily (runs with torch + numpy only)
+    from secagg.protocol import Protocol
 
 DEFENCES: tuple[str, ...] = ("bind", "vet")
 RECOVERED_DB = 30.0  # the issue's bar for "recovered" in these rows
@@ -102,6 +112,12 @@ class Population:
     labels: dict[int, torch.Tensor]
     num_classes: int
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image."""
+        _, channels, height, width = self.pool.shape
+        return int(channels), int(height), int(width)
+
     def all_images(self, clients: Sequence[int] | None = None) -> torch.Tensor:
         chosen = sorted(self.images) if clients is None else list(clients)
         return torch.cat([self.images[c] for c in chosen])
@@ -131,7 +147,6 @@ def population(clients: int, batch: int, resolution: int, seed: int) -> Populati
 
 def craft(settings: MaliciousSettings, base: nn.Module, data: Population) -> list[nn.Module]:
     """The model the deviating server sends each client."""
-    shape = (int(data.pool.shape[1]), int(data.pool.shape[2]), int(data.pool.shape[3]))
     if settings.attack == "inconsistency":
         return inconsistent_models(base, settings.clients, settings.target)
     if settings.attack == "imprint":
@@ -140,15 +155,11 @@ def craft(settings: MaliciousSettings, base: nn.Module, data: Population) -> lis
         rate = 1.0 / (settings.clients * settings.batch)
         model = trap_model(
             base,
-            shape,
+            data.image_shape,
             TrapSpec(rows=settings.trap_rows, rate=rate, seed=settings.seed),
             data.pool,
         )
     return [model] * settings.clients
-
-
-def flat(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    return torch.cat([t.detach().flatten().double() for t in tensors]).numpy()
 
 
 def model_digest(model: nn.Module, round_id: int) -> bytes:
@@ -234,21 +245,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / denominator if denominator > 0 else 0.0
 
 
-def readers(protocol: Any) -> str:
-    """Who can read the round's output: the party that holds it, and whoever the protocol
-    says shares its key."""
+def readers(protocol: Protocol[Any]) -> str:
+    """Who can read the round's output: the party that holds it, or whoever the protocol
+    says shares its key (:attr:`Protocol.aggregate_readers`)."""
     from secagg.party import party_name
 
-    holder = party_name(protocol.aggregate_holder)
-    extra = getattr(protocol, "aggregate_readers", None)
-    return extra or holder
+    return protocol.aggregate_readers or party_name(protocol.aggregate_holder)
 
 
 def run_malicious(
     settings: MaliciousSettings,
     *,
     log: Callable[[str], None] | None = None,
-    protocol: Any = None,
+    protocol: Protocol[Any] | None = None,
 ) -> dict[str, Any]:
     """One malicious-server round through ``settings.protocol``; the record of its row.
 
@@ -310,10 +319,14 @@ def run_malicious(
         "seconds": 0.0,
     }
     record: dict[str, Any] = {"row": row, "reconstructions": torch.zeros(0), "originals": data.all_images()}
-    if not side.updates:
-        row["error"] = "every client refused the model: nothing was aggregated"
+
+    def finished() -> dict[str, Any]:  # every exit, early or not, records the time taken
         row["seconds"] = time.perf_counter() - started
         return record
+
+    if not side.updates:
+        row["error"] = "every client refused the model: nothing was aggregated"
+        return finished()
     if protocol is None:
         protocol, note = build_protocol(
             settings.protocol,
@@ -335,8 +348,7 @@ def run_malicious(
         )
     except SecAggError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
-        row["seconds"] = time.perf_counter() - started
-        return record
+        return finished()
     if result.error is not None:
         row["error"] = f"{type(result.error).__name__}: {result.error}"
     holder_view = result.views.get(protocol.aggregate_holder)
@@ -346,8 +358,7 @@ def run_malicious(
         if o.kind == "aggregate"
     ]
     if not observed or observed[0].vector is None:
-        row["seconds"] = time.perf_counter() - started
-        return record
+        return finished()
     observation = observed[0]
     # Observation clients index the round's inputs: map them back to the clients who sent them.
     included = [side.included[i] for i in observation.clients]
@@ -361,15 +372,7 @@ def run_malicious(
     else:
         model = models[included[0]]
         batch = sum(int(data.images[c].shape[0]) for c in included)
-        shape = tuple(int(s) for s in data.pool.shape[1:])
-        result_images = run_attack(
-            settings.attack,
-            model,
-            gradient_from_vector(model, mean_gradient),
-            input_shape=shape,  # type: ignore[arg-type]
-            num_classes=data.num_classes,
-            batch_size=batch,
-        ).images
+        result_images = _attack(settings.attack, model, mean_gradient, data, batch).images
         count, best = recovered_count(result_images, originals_all, RECOVERED_DB)
         row["recovered"] = count
         row["best_psnr"] = max(best)
@@ -387,8 +390,7 @@ def run_malicious(
             )
     row["recovered_fraction"] = row["recovered"] / row["images"]
     row["verdict"] = "exposed" if row["best_psnr"] >= settings.threshold_db else "not exposed"
-    row["seconds"] = time.perf_counter() - started
-    return record
+    return finished()
 
 
 def _budget(settings: MaliciousSettings) -> str:
@@ -401,6 +403,21 @@ def _budget(settings: MaliciousSettings) -> str:
     if settings.attack == "imprint":
         return f"closed-form read-back of {settings.bins} bins"
     return f"closed-form read-back of {settings.trap_rows} trap rows"
+
+
+def _attack(
+    name: str, model: nn.Module, vector: np.ndarray, data: Population, batch_size: int, **budget: Any
+) -> AttackResult:
+    """Attack ``name`` on ``model`` given ``vector`` (what the attacker read) as its gradient."""
+    return run_attack(
+        name,
+        model,
+        gradient_from_vector(model, vector),
+        input_shape=data.image_shape,
+        num_classes=data.num_classes,
+        batch_size=batch_size,
+        **budget,
+    )
 
 
 def _matched(candidates: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
@@ -433,20 +450,18 @@ def _inconsistency(
     trusted = ~suppressed_coordinates(model)
     row["target_cosine"] = cosine(isolated, truth)
     row["target_cosine_trusted"] = cosine(isolated[trusted], truth[trusted])
-    shape = tuple(int(s) for s in data.pool.shape[1:])
     originals = data.images[target]
     best_psnr, best_plain, images = 0.0, 0.0, None
     view, trusted_update = trusted_view(model, isolated)
     for name in settings.attacks:
         for label, attacked, vector in (("isolated", view, trusted_update), ("plaintext", model, truth)):
             say(f"  {name} on the target's {label} update")
-            result = run_attack(
+            result = _attack(
                 name,
                 attacked,
-                gradient_from_vector(attacked, vector),
-                input_shape=shape,  # type: ignore[arg-type]
-                num_classes=data.num_classes,
-                batch_size=int(originals.shape[0]),
+                vector,
+                data,
+                int(originals.shape[0]),
                 iterations=settings.iterations,
                 device=settings.device,
                 seed=settings.seed,

@@ -85,10 +85,15 @@ def imprint_candidates(
         bias_gap = bias.clone()
         weight_gap[:-1] -= weight[1:]
         bias_gap[:-1] -= bias[1:]
-    signal = bias_gap.abs()
+    return _row_ratios(weight_gap, bias_gap)
+
+
+def _row_ratios(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dW_i / db_i [m, d], |db_i| [m]) over the rows whose |db_i| exceeds SIGNAL times the
+    largest: the others hold no image, only rounding."""
+    signal = bias.abs()
     valid = signal > SIGNAL * max(float(signal.max()), 1e-300)
-    candidates = weight_gap[valid] / bias_gap[valid, None]
-    return candidates, signal[valid]
+    return weight[valid] / bias[valid, None], signal[valid]
 
 
 def imprint_readback(
@@ -108,9 +113,7 @@ def imprint_readback(
 def trap_candidates(model: nn.Module, gradient: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(candidates [m, d], distance to the nearest other candidate [m]) of the trap rows."""
     _, weight, bias = _block_gradients(model, gradient, ("trap",))
-    signal = bias.abs()
-    valid = signal > SIGNAL * max(float(signal.max()), 1e-300)
-    candidates = weight[valid] / bias[valid, None]
+    candidates, _ = _row_ratios(weight, bias)
     if candidates.shape[0] < 2:
         return candidates, torch.zeros(candidates.shape[0], dtype=torch.float64)
     distance = torch.cdist(candidates, candidates).pow(2) / candidates.shape[1]

@@ -6,10 +6,15 @@ With softmax cross-entropy, one-hot labels and non-negative inputs to the last l
 sums. Then DLG's L-BFGS loop runs on the image alone with that hard label.
 
 For batches, :func:`infer_label_counts` is a count heuristic in the spirit of
-Wainakh et al. (2022): with a mean-reduced loss the last bias gradient is
-``db_c = mean_n(p_nc) - count_c / B``; assuming an untrained model predicts about
-``1/K`` for every class gives ``count_c ~ B / K - B * db_c``. Classes with a negative
-entry get at least one sample; the rest of the batch goes by largest estimate.
+Wainakh et al. (2022, LLG+): with a mean-reduced loss the last bias gradient is
+``db_c = mean_n(p_nc) - count_c / B``, so ``count_c = B * (mean_n(p_nc) - db_c)``.
+The mean prediction is unknown; given the input shape it is estimated by the model's
+own prediction on a neutral (mid-grey) image, which on an untrained network is close
+to every input's (its sigmoid features are dominated by the biases). Without the input
+shape it falls back to ``1/K`` per class. The estimates are rounded to a batch of
+``B`` by largest remainder, with at least one sample for every class whose entry is
+negative. Measured on LeNet/32x32, batch 8, eight classes: ``1/K`` missed a class the
+model already predicted confidently (7/8 as a multiset), the neutral image found 8/8.
 """
 
 from __future__ import annotations
@@ -30,10 +35,20 @@ def infer_label(model: nn.Module, observed_gradient: Sequence[torch.Tensor]) -> 
     return int(weight_grad.detach().sum(dim=1).argmin())
 
 
+def _neutral_prediction(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The model's softmax on one mid-grey image of ``input_shape`` (CPU, float64)."""
+    param = next(model.parameters())
+    image = torch.full((1, *input_shape), 0.5, device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        return torch.softmax(model(image).double(), dim=-1)[0].cpu()
+
+
 def infer_label_counts(
-    model: nn.Module, observed_gradient: Sequence[torch.Tensor], batch_size: int
+    model: nn.Module, observed_gradient: Sequence[torch.Tensor], batch_size: int,
+    *, input_shape: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """``batch_size`` labels (sorted) estimated from the last layer's gradient."""
+    """``batch_size`` labels (sorted) estimated from the last layer's gradient; with
+    ``input_shape`` the mean prediction comes from a neutral image (see module doc)."""
     if batch_size < 1:
         raise AttackConfigError(f"expected batch_size >= 1, got {batch_size}")
     weight_grad, bias_grad = last_linear_gradients(model, observed_gradient)
@@ -46,7 +61,12 @@ def infer_label_counts(
     classes = signal.numel()
     if bias_grad is None:
         signal = signal / signal.abs().sum().clamp_min(1e-30)
-    estimate = (batch_size / classes - batch_size * signal).clamp_min(0.0)
+    mean_prediction = torch.full((classes,), 1.0 / classes, dtype=torch.float64)
+    if input_shape is not None and bias_grad is not None:
+        predicted = _neutral_prediction(model, input_shape)
+        if predicted.numel() == classes and bool(torch.isfinite(predicted).all()):
+            mean_prediction = predicted
+    estimate = (batch_size * mean_prediction - batch_size * signal).clamp_min(0.0)
     counts = torch.zeros(classes, dtype=torch.int64)
     present = torch.nonzero(signal < 0).flatten()
     present = present[signal[present].argsort()][:batch_size]
@@ -71,15 +91,16 @@ def idlg(
     restarts: int = 4,
     progress: ProgressFn | None = None,
     converged: float = CONVERGED,
-    init: str = "normal",
+    init: str = "auto",
+    prior: float | None = None,
 ) -> AttackResult:
     """iDLG: labels from the last layer, then image-only L-BFGS gradient matching
     (``restarts`` lanes side by side, see :func:`leakage.attacks.deep_leakage.solve_matching`)."""
-    labels = infer_label_counts(model, observed_gradient, batch_size)
+    labels = infer_label_counts(model, observed_gradient, batch_size, input_shape=input_shape)
     (result,) = solve_matching(
         "idlg", model, [MatchingProblem(observed_gradient, labels, seed)],
         input_shape=input_shape, num_classes=num_classes, batch_size=batch_size,
         iterations=iterations, restarts=restarts, device=device, converged=converged,
-        init=init, progress=progress,
+        init=init, prior=prior, progress=progress,
     )
     return result

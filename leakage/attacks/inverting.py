@@ -137,7 +137,7 @@ def inverting_gradients(
     if labels is None:
         # After several local steps the last-layer update is still a sum of (p - y) h^T
         # terms with mostly the same signs, so the label heuristic remains usable.
-        labels = infer_label_counts(model, observed_gradient, batch_size)
+        labels = infer_label_counts(model, observed_gradient, batch_size, input_shape=input_shape)
     if labels.shape != (batch_size,):
         raise AttackConfigError(f"expected labels of shape ({batch_size},), got "
                                 f"{tuple(labels.shape)}")
@@ -215,7 +215,8 @@ def inverting_gradients_many(
     for observed_gradient in observed_gradients:
         check_gradient(model, observed_gradient)
     target = resolve_device(device)
-    labels = torch.stack([infer_label_counts(model, o, batch_size) for o in observed_gradients]).to(target)
+    labels = torch.stack([infer_label_counts(model, o, batch_size, input_shape=input_shape)
+                          for o in observed_gradients]).to(target)
     attacked = copy.deepcopy(model).to(target).float().eval()
     names = [name for name, _ in attacked.named_parameters()]
     weights = {n: p.detach() for n, p in attacked.named_parameters()}

@@ -151,7 +151,8 @@ def _run_matching_many(name: str, requests: Sequence[AttackRequest]) -> list[Att
     problems = [
         MatchingProblem(
             r.observed,
-            None if name == "dlg" else infer_label_counts(r.model, r.observed, r.batch_size),
+            None if name == "dlg" else infer_label_counts(r.model, r.observed, r.batch_size,
+                                                             input_shape=r.input_shape),
             r.seed,
         )
         for r in requests

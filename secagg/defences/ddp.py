@@ -22,8 +22,10 @@ Client, per round (:meth:`DistributedDP.encode`):
    the accountant charges for;
 4. add integer noise per coordinate: the discrete Gaussian N_Z(0, sigma^2) (default) or
    Skellam of variance sigma^2, sampled EXACTLY from the AES-CTR keyed CSPRNG of
-   :mod:`secagg.defences.ddp_sampling` (Canonne-Kamath-Steinke rejection samplers over
-   integers; no floating-point noise);
+   :mod:`secagg.defences.ddp_sampling` (CDF inversion against certified enclosures, one
+   keystream word per coordinate; Canonne-Kamath-Steinke rejection samplers as the
+   reference; no floating-point noise). The noise does not depend on the update, so a
+   client can draw it before the round (:meth:`DistributedDP.sample_noise`);
 5. reduce into Z_m, ``m = 2^bits``, as signed values in ``[-m/2, m/2)``.
 
 Server (:meth:`DistributedDP.decode_sum`): reduce the revealed integer sum into
@@ -40,9 +42,12 @@ fixed ``noise_multiplier`` too small for the target), :class:`BitWidthTooSmallEr
 granularity fits the ring), :class:`DimensionNotPowerOfTwoError` (``pad=no``).
 
 Wire cost: a protocol carrying Z_2^bits elements sends ``bits / 8`` bytes per padded
-parameter. The protocols here carry Z_2^32 (or wider) elements, into which Z_2^bits
-embeds exactly (2^bits divides 2^32): the integer sum they reveal, reduced mod 2^bits,
-is the Z_2^bits sum. :meth:`DistributedDP.describe` reports both figures.
+parameter (``Plan.bytes_per_param``). :meth:`DDPRound.protocol` sets a protocol with a
+configurable ring (``two-server``, ``secagg``) to the ring Z_2^bits itself (Z_2^8 for
+bits < 8) in modular mode (the sum wraps by design and the decoder reduces mod 2^bits):
+at bits = 16 the masked messages are uint16, 2 bytes per parameter plus fixed headers on
+the wire; at bits = 12 they are bit-packed, 1.5 bytes per parameter. Protocols without a
+ring (the plaintext baseline) carry the integers as they carry floats.
 
 What leaks: the aggregate is (epsilon, delta)-DP for add/remove of one client's update
 against anyone who sees it, including the server; the guarantee assumes every counted
@@ -56,12 +61,14 @@ clear (plaintext baseline) carries only ONE client's noise, 1/sqrt(n) of the tot
 >>> updates = [np.full(8, 0.1 * (i + 1)) for i in range(4)]
 >>> total = np.sum([ddp.apply(u) for u in updates], axis=0)
 >>> estimate = ddp.decode_sum(total, n_params=8)
->>> estimate.shape, bool(np.all(np.abs(estimate - 1.0) < 2.0))
+>>> mse = float(np.mean((estimate - 1.0) ** 2))  # the noise of 4 clients at epsilon 3
+>>> estimate.shape, bool(mse < 5 * ddp.plan(8).expected_mse())
 ((8,), True)
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -88,11 +95,9 @@ from secagg.observe import Observation
 
 NOISES = ("dgauss", "skellam")
 PADDINGS = ("overlap", "zeros", "no")
-# The exact discrete Gaussian sampler's integer range (ddp_sampling.rational_variance).
+# The exact samplers' range (ddp_sampling.rational_variance for the discrete Gaussian; the
+# same bound keeps the inversion tables, O(std) entries, small for both noises).
 _MAX_CLIENT_STD = 8000.0
-# The exact Skellam sampler costs O(variance) coin rounds per coordinate: its variance is
-# capped (granularity coarsened) to keep a client's encoding in seconds.
-_MAX_SKELLAM_STD = 32.0
 _MAX_ROUNDING_TRIES = 1000
 _ROTATION_LABEL = "ddp/rotation"
 
@@ -120,33 +125,71 @@ def padded_dimension(n_params: int) -> int:
     return 1 << (n_params - 1).bit_length()
 
 
-def hadamard(values: np.ndarray) -> np.ndarray:
-    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse).
+def _hadamard_into(window: np.ndarray, scratch: np.ndarray, scale: float) -> None:
+    """``window <- scale * H window`` (unnormalised Sylvester H) in place; ``scratch`` is a
+    buffer of the same power-of-two size.
 
-    Radix-2 butterflies, one whole-array pass per stage, ping-ponging between two buffers.
-    """
-    source = np.array(values, dtype=np.float64)
-    d = source.size
-    if d & (d - 1):
-        raise DimensionNotPowerOfTwoError(f"expected a power-of-two length, got {d}")
-    target = np.empty_like(source)
-    h = 1
-    while h < d:
-        pairs = source.reshape(-1, 2, h)
-        out = target.reshape(-1, 2, h)
-        np.add(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 0, :])
-        np.subtract(pairs[:, 0, :], pairs[:, 1, :], out=out[:, 1, :])
+    Constant-geometry (Pease) form: every one of the log2(d) stages is the same map
+    ``y[:d/2] = x[0::2] + x[1::2]``, ``y[d/2:] = x[0::2] - x[1::2]`` (two whole-array ufunc
+    calls, contiguous writes, stride-2 reads), ping-ponging between the two buffers; the
+    usual in-place butterflies with stride h run numpy's inner loops over only h elements
+    for small h and cost 2.5x as much here. ``scale`` rides on the last copy."""
+    d = window.size
+    half = d // 2
+    source, target = window, scratch
+    for _ in range(d.bit_length() - 1):
+        evens, odds = source[0::2], source[1::2]
+        np.add(evens, odds, out=target[:half])
+        np.subtract(evens, odds, out=target[half:])
         source, target = target, source
-        h *= 2
-    source *= 1.0 / math.sqrt(d)
-    return source
+    if source is window:
+        window *= scale
+    else:
+        np.multiply(source, scale, out=window)
 
 
+def hadamard(values: np.ndarray) -> np.ndarray:
+    """The orthonormal Walsh-Hadamard transform ``H x / sqrt(d)`` (its own inverse)."""
+    out = np.array(values, dtype=np.float64)
+    d = out.size
+    if d & (d - 1) or d == 0:
+        raise DimensionNotPowerOfTwoError(f"expected a power-of-two length, got {d}")
+    _hadamard_into(out, np.empty_like(out), 1.0 / math.sqrt(d))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
 def rotation_signs(round_seed: bytes, dim: int) -> np.ndarray:
-    """``dim`` random signs (+-1.0) from the PRF under the public round seed."""
+    """``dim`` random signs (+-1.0) from the PRF under the public round seed (read-only;
+    cached: every client of a round uses the same public signs)."""
     words = prf.expand(round_seed, prf.domain(_ROTATION_LABEL, round_id=0), (dim + 31) // 32)
     bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8))[:dim]
-    return 1.0 - 2.0 * bits.astype(np.float64)
+    signs = 1.0 - 2.0 * bits.astype(np.float64)
+    signs.flags.writeable = False
+    return signs
+
+
+def _rotate_into(out: np.ndarray, values: np.ndarray, round_seed: bytes, scale: float) -> None:
+    """``out <- scale * R values`` (:func:`rotate`) with one sign pass and one Hadamard
+    per window; ``out`` has the length of ``values`` (or more: zero padding)."""
+    d = out.size
+    w = rotation_window(d)
+    signs = rotation_signs(round_seed, w if w == d else 2 * w)
+    n = values.size
+    scratch = np.empty(w)
+    head = min(n, w)
+    np.multiply(values[:head], signs[:head], out=out[:head])
+    out[head:w] = 0.0
+    if w == d:
+        _hadamard_into(out, scratch, scale / math.sqrt(w))
+        return
+    # Overlap windows: the tail outside the first window is scaled while it is copied.
+    np.multiply(values[w:], scale, out=out[w:n])
+    out[n:] = 0.0
+    _hadamard_into(out[:w], scratch, scale / math.sqrt(w))
+    tail = out[d - w:]
+    tail *= signs[w:]
+    _hadamard_into(tail, scratch, 1.0 / math.sqrt(w))
 
 
 def rotation_window(dim: int) -> int:
@@ -159,13 +202,9 @@ def rotate(values: np.ndarray, round_seed: bytes) -> np.ndarray:
     ``d`` with window ``w = 2^floor(log2 d)``, ``H D1`` on the first ``w`` coordinates, then
     ``H D2`` on the last ``w`` (overlapping windows; a product of orthogonal maps is
     orthogonal, and every coordinate ends up mixed over at least ``w > d / 2`` others)."""
-    out = np.array(values, dtype=np.float64)
-    d = out.size
-    w = rotation_window(d)
-    signs = rotation_signs(round_seed, w if w == d else 2 * w)
-    out[:w] = hadamard(out[:w] * signs[:w])
-    if w != d:
-        out[d - w:] = hadamard(out[d - w:] * signs[w:])
+    source = np.asarray(values, dtype=np.float64)
+    out = np.empty(source.size)
+    _rotate_into(out, source, round_seed, 1.0)
     return out
 
 
@@ -175,9 +214,13 @@ def unrotate(values: np.ndarray, round_seed: bytes) -> np.ndarray:
     d = out.size
     w = rotation_window(d)
     signs = rotation_signs(round_seed, w if w == d else 2 * w)
+    scratch = np.empty(w)
     if w != d:
-        out[d - w:] = hadamard(out[d - w:]) * signs[w:]
-    out[:w] = hadamard(out[:w]) * signs[:w]
+        tail = out[d - w:]
+        _hadamard_into(tail, scratch, 1.0 / math.sqrt(w))
+        tail *= signs[w:]
+    _hadamard_into(out[:w], scratch, 1.0 / math.sqrt(w))
+    out[:w] *= signs[:w]
     return out
 
 
@@ -326,7 +369,7 @@ class DistributedDP(Transform):
         return math.sqrt((n * self.clip / gamma) ** 2 / window + n * (std * std + 0.25))
 
     def _max_std(self) -> float:
-        return _MAX_CLIENT_STD if self.noise == "dgauss" else _MAX_SKELLAM_STD
+        return _MAX_CLIENT_STD
 
     def _fits(self, gamma: float, dim: int, bits: int) -> tuple[bool, float]:
         std = self._calibrated_std(gamma, dim)
@@ -343,10 +386,7 @@ class DistributedDP(Transform):
             raise DDPConfigError(
                 f"{self.noise} noise of std {std:.4g} (integer units) per client is needed for epsilon "
                 f"{self.epsilon} with {self.n_clients} clients in dimension {dim}, beyond the exact "
-                f"sampler's range (std <= {self._max_std():g}"
-                + ("; the Skellam sampler costs O(variance) per coordinate): use noise=dgauss, "
-                   if self.noise == "skellam" else "): ")
-                + "more clients per sum or a larger epsilon")
+                f"sampler's range (std <= {self._max_std():g}): use more clients per sum or a larger epsilon")
         if not ok:
             return None
         for _ in range(40):
@@ -433,30 +473,36 @@ class DistributedDP(Transform):
                noise: np.ndarray | None = None) -> np.ndarray:
         """One client's message: signed integers in ``[-m/2, m/2)`` of the encoded length
         (int64). ``noise``: a vector from :meth:`sample_noise` (drawn here when None)."""
-        array = _as_update(update).astype(np.float64)
+        array = np.asarray(_as_update(update), dtype=np.float64)
         plan = self.plan(array.size)
         source = bits if bits is not None else sampling.SecureBits()
         if noise is not None and (np.shape(noise) != (plan.dim,) or np.asarray(noise).dtype != np.int64):
             raise UpdateError(f"expected a precomputed int64 noise vector of {plan.dim} values, "
                               f"got shape {np.shape(noise)} dtype {np.asarray(noise).dtype}")
-        padded = np.zeros(plan.dim)
-        padded[: array.size] = array
-        norm = float(np.linalg.norm(padded))
-        if norm > self.clip:
-            padded *= self.clip / norm
-        scaled = rotate(padded, self.round_seed) / plan.gamma
-        floor = np.floor(scaled)
-        fraction = scaled - floor
+        # Clip and the 1 / gamma scale ride on the rotation's first matrix product.
+        norm = math.sqrt(_squared_norm(array))
+        clip_scale = self.clip / norm if norm > self.clip else 1.0
+        scaled = np.empty(plan.dim)
+        _rotate_into(scaled, array, self.round_seed, clip_scale / plan.gamma)
+        # Randomised rounding: floor(x + u) rounds up with probability frac(x). u has 32
+        # random bits: a bias below 2^-32 units per coordinate, in accuracy only; privacy
+        # rests on the norm bound, checked on the rounded vector itself.
+        rounded = np.empty(plan.dim)
+        bound = plan.l2_bound**2
         for _ in range(_MAX_ROUNDING_TRIES):
-            rounded = floor + (source.uniform(plan.dim) < fraction)
-            if float(np.dot(rounded, rounded)) <= plan.l2_bound**2:
+            uniforms = source.words((plan.dim + 1) // 2).view(np.uint32)[: plan.dim]
+            np.multiply(uniforms, 2.0**-32, out=rounded)
+            rounded += scaled
+            np.floor(rounded, out=rounded)
+            if _squared_norm(rounded) <= bound:
                 break
         else:  # probability <= beta^1000 for a vector within the clip
             raise DDPConfigError(f"randomised rounding stayed above the bound {plan.l2_bound:.6g} "
                                  f"after {_MAX_ROUNDING_TRIES} tries")
-        integers = rounded.astype(np.int64)
-        integers += noise if noise is not None else self.sample_noise(array.size, source)
-        return _centred(integers, plan.modulus)
+        draws = noise if noise is not None else self.sample_noise(array.size, source)
+        integers = np.empty(plan.dim, dtype=np.int64)
+        np.add(rounded, draws, out=integers, casting="unsafe")  # exact: |values| << 2^53
+        return _centred_inplace(integers, plan.modulus)
 
     def _apply(self, update: np.ndarray, rng: NoiseSource | sampling.SecureBits | None) -> np.ndarray:
         # numpy generators are never used: all DDP randomness is the keyed CSPRNG.
@@ -507,8 +553,9 @@ class DistributedDP(Transform):
             "bytes_per_param": plan.bytes_per_param,
             "expected_mse": plan.expected_mse(),
             "central_gaussian_mse": (z * self.clip) ** 2,
-            "sampler": ("Canonne-Kamath-Steinke exact discrete Gaussian" if self.noise == "dgauss"
-                        else "exact Poisson difference (Skellam)") + " over an AES-256-CTR keyed CSPRNG",
+            "sampler": ("exact discrete Gaussian" if self.noise == "dgauss"
+                        else "exact Skellam (difference of Poissons)")
+                       + " by CDF inversion with certified enclosures over an AES-256-CTR keyed CSPRNG",
         })
         return record
 
@@ -557,7 +604,7 @@ class DDPRound:
                                  "protocol (two-server, secagg, plaintext-fedsgd)")
         bound = stage.for_round(n_clients=n_clients, round_seed=round_seed)
         bound.plan(n_params)  # refuse a bad configuration before any message
-        stages = tuple(getattr(transform, "transforms", (transform,)))[:-1]
+        stages = transform.stages[:-1]
         return cls(Compose(stages), bound, n_params)
 
     @property
@@ -566,13 +613,19 @@ class DDPRound:
 
     def protocol(self, cls: Any, *, fast: bool = False) -> tuple[Any, str]:
         """An instance of the protocol class ``cls`` set up to carry the messages (and a note):
-        its ``fast_config`` when asked, input bound 2^(bits-1) and, where it has a fixed-point
-        codec, 0 fractional bits (the messages are integers, exact as they are)."""
+        its ``fast_config`` when asked, input bound 2^(bits-1), where it has a fixed-point
+        codec 0 fractional bits (the messages are integers, exact as they are), and where it
+        has a configurable ring the modular ring Z_2^bits (2 bytes per parameter on the wire
+        at bits=16, 1.5 at bits=12)."""
         from secagg.costs import fast_or_default
 
-        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound)
+        protocol = fast_or_default(cls, fast=fast).with_integer_inputs(self.input_bound,
+                                                                        modulus_bits=self.ddp.bits)
         exact = ", frac_bits 0" if cls.frac_bits_field is not None else ""
-        note = ("fast_config, " if fast else "default config, ") + f"input bound 2^{self.ddp.bits - 1}{exact}"
+        ring = protocol_ring_bits(protocol)
+        carried = f", modular ring Z_2^{ring}" if ring is not None else ""
+        note = (("fast_config, " if fast else "default config, ")
+                + f"input bound 2^{self.ddp.bits - 1}{exact}{carried}")
         return protocol, note
 
     def encode(self, updates: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -599,13 +652,35 @@ class DDPRound:
         epsilon = self.epsilon(summed) if summed else math.inf
         return (f"distributed DP ({self.ddp.noise}): the revealed sum of {summed} clients is "
                 f"({epsilon:.3g}, {self.ddp.delta:g})-DP; {plan.bits} bits per coordinate = "
-                f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} protocol "
-                "(the protocols here carry it in their own wider ring)")
+                f"{plan.bytes_per_param:.3g} bytes per parameter in a Z_2^{plan.bits} ring "
+                "(two-server and secagg carry it in that modular ring; the measured bytes are "
+                "in the costs)")
+
+
+def protocol_ring_bits(protocol: Any) -> int | None:
+    """The ring width a protocol instance carries values in (None: no configurable ring)."""
+    field_name = getattr(protocol, "ring_bits_field", None)
+    return None if field_name is None else int(getattr(protocol.config, field_name))
 
 
 def _skellam_variance(std: float) -> Fraction:
     """A rational Skellam variance at least std^2 (denominator 2^20: exact Poisson halves)."""
     return Fraction(math.ceil(std * std * 2**20), 2**20)
+
+
+def _squared_norm(values: np.ndarray) -> float:
+    """``sum(values^2)`` without BLAS (np.dot wakes BLAS threads that spin afterwards and
+    slow every later pass when the cores are shared)."""
+    return float(np.einsum("i,i->", values, values))
+
+
+def _centred_inplace(values: np.ndarray, modulus: int) -> np.ndarray:
+    """:func:`_centred` on a writable int64 array, in place (returned)."""
+    half = modulus // 2
+    values += half
+    values &= modulus - 1
+    values -= half
+    return values
 
 
 def _centred(values: np.ndarray, modulus: int) -> np.ndarray:
@@ -619,7 +694,7 @@ def _centred(values: np.ndarray, modulus: int) -> np.ndarray:
 
 def find_ddp(transform: Transform) -> DistributedDP | None:
     """The DDP stage of a transform or pipeline (it must be the last stage), or None."""
-    stages = getattr(transform, "transforms", (transform,))
+    stages = transform.stages
     for index, stage in enumerate(stages):
         if isinstance(stage, DistributedDP):
             if index != len(stages) - 1:

@@ -68,6 +68,29 @@ def test_label_count_heuristic_on_a_batch(tiny):
     assert infer_label_counts(net, gradient, 4).tolist() == sorted(tiny.labels[index].tolist())
 
 
+def test_label_counts_from_a_neutral_image_on_a_batch_of_eight():
+    # Eight classes at 32x32, where the model already predicts one of them confidently:
+    # the 1/K guess would give that class nothing; the neutral-image estimate finds it.
+    data = load_embedded(32)
+    index = [12 * c + 11 for c in range(2, 10)]
+    net = build_model("lenet", image_size=32, seed=0)
+    gradient = client_gradients(net, data.images[index], data.labels[index])
+    found = infer_label_counts(net, gradient, 8, input_shape=(3, 32, 32))
+    assert found.tolist() == sorted(data.labels[index].tolist())
+
+
+def test_smoothness_prior_defaults_and_checks(tiny):
+    from leakage.attacks.deep_leakage import PRIOR, MatchingProblem, default_prior, solve_matching
+
+    assert default_prior(1, (3, 32, 32)) == 0.0
+    assert default_prior(2, (3, 32, 32)) == PRIOR and default_prior(1, (3, 64, 64)) == PRIOR
+    net, _, labels, gradient = _case(tiny, 3)
+    with pytest.raises(AttackConfigError, match="prior"):
+        solve_matching("idlg", net, [MatchingProblem(gradient, labels, 0)], input_shape=(3, 8, 8),
+                       num_classes=10, batch_size=1, iterations=1, restarts=1, device="cpu",
+                       prior=-1.0)
+
+
 def test_dlg_recovers_a_tiny_image(tiny):
     net, images, labels, gradient = _case(tiny, 12)
     result = run_attack("dlg", net, gradient, input_shape=(3, 8, 8), num_classes=10,

@@ -8,9 +8,11 @@ import torch
 
 from leakage.data import (
     EMBEDDED_FILE,
+    EMBEDDED_LARGE_FILE,
     load_cifar,
     load_dataset,
     load_embedded,
+    load_embedded_large,
     load_mnist,
     spread_indices,
 )
@@ -35,6 +37,21 @@ def test_embedded_resize(resolution):
     data = load_embedded(resolution)
     assert data.images.shape == (120, 3, resolution, resolution)
     assert 0.0 <= float(data.images.min()) and float(data.images.max()) <= 1.0
+
+
+def test_large_embedded_images_are_real_64x64_crops():
+    data = load_embedded_large()
+    assert data.images.shape == (30, 3, 64, 64)
+    assert sorted(data.labels.unique().tolist()) == list(range(10))
+    assert EMBEDDED_LARGE_FILE.stat().st_size < 300_000
+    # Native detail: halving then doubling loses far more than it would on an upsampled
+    # 32x32 crop (where it loses nothing but interpolation error).
+    halved = torch.nn.functional.avg_pool2d(data.images, 2)
+    again = torch.nn.functional.interpolate(halved, scale_factor=2, mode="nearest")
+    assert float((again - data.images).pow(2).mean()) > 1e-3
+    smaller = load_embedded_large(48)
+    assert smaller.images.shape == (30, 3, 48, 48)
+    assert torch.equal(smaller.labels, data.labels)
 
 
 def test_spread_indices_cycle_over_classes():

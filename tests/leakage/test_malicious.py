@@ -253,6 +253,18 @@ def test_vetting_clients_refuse_and_the_round_reveals_nothing_from_them() -> Non
     assert row["verdict"] == "not exposed"
 
 
+def test_readers_name_who_shares_the_output_key() -> None:
+    from leakage.app.malicious import readers
+    from protocols.plaintext import PlaintextFedSGD
+
+    assert readers(PlaintextFedSGD()) == "server"
+
+    class SharedKey(PlaintextFedSGD):
+        aggregate_readers = "the server and every client"
+
+    assert readers(SharedKey()) == "the server and every client"
+
+
 def test_population_is_a_seeded_draw_without_replacement() -> None:
     first = population(4, 3, SIDE, seed=5)
     again = population(4, 3, SIDE, seed=5)

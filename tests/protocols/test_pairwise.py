@@ -31,6 +31,7 @@ from protocols.pairwise import (
 from secagg.encoding import FixedPoint
 from secagg.errors import (
     ConfigError,
+    EncodingOverflowError,
     IntegrityError,
     NotEnoughClientsError,
     ProtocolStateError,
@@ -99,6 +100,8 @@ def _tampering(protocol: PairwiseMasking, stage: str, edit: Callable[[list[Envel
         (2, {}),
         (5, {}),
         (6, {"ring_bits": 64}),
+        (6, {"ring_bits": 16}),  # planned: 6 clients of |x| <= 1 get 12 fractional bits
+        (9, {"neighbours": 4, "ring_bits": 16}),
         (9, {"neighbours": 4}),
         (7, {"neighbours": 2, "threshold": 2}),
         (5, {"neighbours": 4}),  # k >= n - 1: the full graph
@@ -112,6 +115,45 @@ def test_exact_sum(n: int, config: dict[str, object]) -> None:
     assert np.array_equal(aggregate, _exact_sum(protocol, updates, result.included))
     reference = reference_aggregate(updates, result.included, kind="sum")
     assert np.max(np.abs(aggregate - reference)) <= protocol.precision(n_clients=n, value_range=1.0)
+
+
+def test_sixteen_bit_ring_masks_in_uint16_and_survives_a_dropout() -> None:
+    """In Z_2^16 the masked inputs are 2 bytes per parameter, and the server's unmasking
+    mod 2^16 (self masks of survivors, pair masks of a dropped client) is exact."""
+    protocol = PairwiseMasking(ring_bits=16)
+    n = 5
+    result, updates = _run(n, protocol=protocol, faults=[Dropout(4, "masked_input")])
+    assert result.included == (0, 1, 2, 3)
+    assert np.array_equal(result.unwrap(), _exact_sum(protocol, updates, result.included))
+    masked = [r for r in result.views[SERVER].received if isinstance(r.payload, MaskedInput)]
+    assert len(masked) == 4
+    for received in masked:
+        assert isinstance(received.payload, MaskedInput) and received.payload.masked.dtype == np.dtype("<u2")
+        assert received.header.payload_len == 2 * N_PARAMS + 9
+
+
+def test_packed_ring_masks_twelve_bits_and_survives_a_dropout() -> None:
+    protocol = PairwiseMasking(ring_bits=12)
+    result, updates = _run(5, protocol=protocol, faults=[Dropout(1, "masked_input")])
+    assert result.included == (0, 2, 3, 4)
+    assert np.array_equal(result.unwrap(), _exact_sum(protocol, updates, result.included))
+    masked = [r for r in result.views[SERVER].received if isinstance(r.payload, MaskedInput)]
+    assert len(masked) == 4
+    for received in masked:
+        assert isinstance(received.payload, MaskedInput) and received.payload.bits == 12
+        assert received.header.payload_len == 10 + (12 * N_PARAMS + 7) // 8
+        assert int(received.payload.masked.max()) < 2**12
+
+
+def test_modular_ring_reveals_the_sum_mod_2_to_the_k() -> None:
+    protocol = PairwiseMasking(ring_bits=16, frac_bits=0, clip=2.0**15, modular=True)
+    rng = np.random.default_rng(8)
+    updates = [rng.integers(-(2**15), 2**15, N_PARAMS).astype(np.float64) for _ in range(5)]
+    result = run_round(protocol, updates)
+    total = np.sum(updates, axis=0).astype(np.int64)
+    np.testing.assert_array_equal(result.unwrap(), (total + 2**15) % 2**16 - 2**15)
+    with pytest.raises(EncodingOverflowError, match="frac_bits <= 8"):
+        run_round(PairwiseMasking(ring_bits=16, frac_bits=9), make_updates(100, 4, seed=1))
 
 
 def test_masked_inputs_differ_from_encodings_and_are_4_bytes_per_param() -> None:
@@ -372,7 +414,7 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="threshold"):
         PairwiseConfig(threshold=1)
     with pytest.raises(ConfigError, match="ring_bits"):
-        PairwiseConfig(ring_bits=16)
+        PairwiseConfig(ring_bits=7)
     with pytest.raises(ConfigError, match="min_clients"):
         PairwiseConfig(min_clients=0)
     # The CLI's --set hands strings for fields whose default is None.

@@ -88,10 +88,10 @@ def _check_exact(result: RoundResult, updates: Sequence[np.ndarray], protocol: T
 # --- the client kernel and wire format --------------------------------------------------------
 
 
-@pytest.mark.parametrize("ring_bits", [32, 64])
+@pytest.mark.parametrize("ring_bits", [8, 16, 32, 64])
 @pytest.mark.parametrize("n", [0, 1, 1000, (1 << 15) + 7, 3 * (1 << 15)])
 def test_mask_update_is_encode_minus_prf(ring_bits: int, n: int) -> None:
-    codec = FixedPoint(ring_bits=ring_bits, frac_bits=20, clip=2.0)
+    codec = FixedPoint(ring_bits=ring_bits, frac_bits=min(20, ring_bits - 3), clip=2.0)
     update = np.random.default_rng(n).uniform(-2, 2, n)
     seed, label = bytes(range(32)), mask_label(3, 1)
     out = np.empty(n, dtype=codec.dtype)
@@ -100,10 +100,10 @@ def test_mask_update_is_encode_minus_prf(ring_bits: int, n: int) -> None:
     np.testing.assert_array_equal(out + mask, codec.encode(update))
 
 
-@pytest.mark.parametrize("ring_bits", [32, 64])
+@pytest.mark.parametrize("ring_bits", [16, 32, 64])
 def test_accumulate_mask_adds_and_subtracts_the_prf_stream(ring_bits: int) -> None:
     n = 2 * (1 << 15) + 11
-    dtype = np.uint32 if ring_bits == 32 else np.uint64
+    dtype = FixedPoint(ring_bits=ring_bits, frac_bits=0).dtype
     start = np.random.default_rng(1).integers(0, 2**32, n).astype(dtype)
     total = start.copy()
     accumulate_mask(total, bytes(32), b"a")
@@ -144,7 +144,7 @@ def test_payload_round_trips_and_hostile_bytes() -> None:
         SealedSeed.from_bytes(bytes(SEALED_SEED_BYTES - 1))
     with pytest.raises(WireFormatError, match="trailing"):
         SealedSeed.from_bytes(bytes(SEALED_SEED_BYTES + 1))
-    with pytest.raises(WireFormatError, match="expected <u4 or <u8"):
+    with pytest.raises(WireFormatError, match="expected <u1/<u2/<u4/<u8"):
         MaskedShare.from_bytes(MaskedShare(np.zeros(3, dtype=np.float32)).to_bytes())
     with pytest.raises(WireFormatError):
         MaskedShare.from_bytes(MaskedShare.allocate(4, 32).to_bytes()[:-1])
@@ -154,9 +154,12 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="min_clients"):
         TwoServer(min_clients=1)
     with pytest.raises(ConfigError, match="ring_bits"):
-        TwoServer(ring_bits=16)
+        TwoServer(ring_bits=40)
     with pytest.raises(EncodingOverflowError):
         TwoServer(ring_bits=32, frac_bits=31, clip=2.0)
+    # The default 16 fractional bits overflow a 16-bit ring: the error says what fits.
+    with pytest.raises(EncodingOverflowError, match="at most 14 fractional bits fit, or use ring_bits=32"):
+        TwoServer(ring_bits=16)
 
 
 # --- rounds -----------------------------------------------------------------------------------
@@ -178,6 +181,73 @@ def test_upload_is_four_bytes_per_parameter_plus_constant() -> None:
     for client in range(3):
         assert result.costs.bytes_sent[client] == (frame + 9 + 4 * n) + (frame + SEALED_SEED_BYTES)
         assert result.costs.bytes_received.get(client, 0) == 0
+
+
+def test_sixteen_bit_ring_uploads_two_bytes_per_parameter_and_sums_exactly() -> None:
+    n = 2000
+    protocol = TwoServer(ring_bits=16, frac_bits=8, clip=1.0)
+    updates = make_updates(5, n, seed=4)
+    result = run_round(protocol, updates)
+    _check_exact(result, updates, protocol)
+    frame = HEADER_BYTES + 4
+    for client in range(5):
+        assert result.costs.bytes_sent[client] == (frame + 9 + 2 * n) + (frame + SEALED_SEED_BYTES)
+    share = next(r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskedShare))
+    assert share.values.dtype == np.dtype("<u2")
+
+
+def test_packed_ring_uploads_k_bits_per_parameter_and_sums_exactly() -> None:
+    """Z_2^12: shares travel bit-packed (1.5 B/param), only the low 12 bits of each value,
+    the mask sum too; the round is exact and a share of another width is left out."""
+    n = 2001
+    protocol = TwoServer(ring_bits=12, frac_bits=6, clip=1.0)
+    updates = make_updates(4, n, seed=9)
+    result = run_round(protocol, updates)
+    _check_exact(result, updates, protocol)
+    frame = HEADER_BYTES + 4
+    packed = 10 + (12 * n + 7) // 8
+    for client in range(4):
+        assert result.costs.bytes_sent[client] == (frame + packed) + (frame + SEALED_SEED_BYTES)
+    shares = [r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskedShare)]
+    assert all(s.bits == 12 and int(s.values.max()) < 2**12 for s in shares)
+    answer = next(r.payload for r in result.views[SERVER].received if isinstance(r.payload, MaskSum))
+    assert answer.bits == 12 and int(answer.mask_sum.max()) < 2**12
+    share = MaskedShare(np.arange(6, dtype=np.uint16) * 1000, None, 12)
+    decoded = MaskedShare.from_bytes(share.to_bytes())
+    assert decoded.bits == 12 and decoded.values.tolist() == [0, 1000, 2000, 3000, 4000, 5000 % 4096]
+
+    def whole_width(envelopes: list[Envelope]) -> list[Envelope]:
+        out = []
+        for e in envelopes:
+            if isinstance(e.payload, MaskedShare):  # the same values, sent as 16-bit words
+                e = dataclasses.replace(e, payload=MaskedShare(e.payload.values.copy()))
+            out.append(e)
+        return out
+
+    edited = _EditedTwoServer(protocol.config)
+    edited.edits = {0: whole_width}
+    result = run_round(edited, updates)
+    assert result.included == (1, 2, 3)
+    rejected = result.views[SERVER].holding("rejected_clients")
+    assert isinstance(rejected, dict) and "Z_2^12" in rejected[0] and "Z_2^16" in rejected[0]
+
+
+def test_small_ring_budget_is_refused_with_what_fits() -> None:
+    # 100 clients of |x| <= 1 in Z_2^16 take at most 8 fractional bits.
+    with pytest.raises(EncodingOverflowError, match="frac_bits <= 8"):
+        run_round(TwoServer(ring_bits=16, frac_bits=9, clip=1.0), make_updates(100, 4, seed=5))
+
+
+def test_modular_ring_reveals_the_sum_mod_2_to_the_k() -> None:
+    """Residues of Z_2^16 (what distributed DP sends): 6 clients near +-2^15 wrap the ring
+    several times; the revealed sum is their integer sum mod 2^16, as a signed residue."""
+    protocol = TwoServer(ring_bits=16, frac_bits=0, clip=2.0**15, modular=True)
+    rng = np.random.default_rng(6)
+    updates = [rng.integers(-(2**15), 2**15, 300).astype(np.float64) for _ in range(6)]
+    updates[0][:2] = [2.0**15, -(2.0**15)]  # both ends of the accepted range
+    result = run_round(protocol, updates)
+    total = np.sum(updates, axis=0).astype(np.int64)
+    np.testing.assert_array_equal(result.unwrap(), (total + 2**15) % 2**16 - 2**15)
 
 
 def test_bit_budget_is_checked_before_the_round() -> None:

@@ -6,18 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from secagg.encoding import FixedPoint, decode, encode
+from secagg.encoding import FixedPoint, container_bits, decode, encode, is_packed, ring_dtype
 from secagg.errors import ConfigError, EncodingOverflowError
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    ring_bits=st.sampled_from([32, 64]),
+    ring_bits=st.sampled_from([8, 12, 16, 20, 32, 64]),
     frac_bits=st.integers(0, 28),
     data=st.data(),
 )
 def test_round_trip_within_half_ulp(ring_bits: int, frac_bits: int, data: st.DataObject) -> None:
     clip = 4.0
+    frac_bits = min(frac_bits, ring_bits - 4)  # 4 * 2^f must fit the signed ring
     codec = FixedPoint(ring_bits=ring_bits, frac_bits=frac_bits, clip=clip)
     values = data.draw(
         hnp.arrays(np.float64, st.integers(1, 50), elements=st.floats(-clip, clip, allow_nan=False))
@@ -41,7 +42,7 @@ def test_twos_complement_layout() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(n_clients=st.integers(1, 64), ring_bits=st.sampled_from([32, 64]), seed=st.integers(0, 2**16))
+@given(n_clients=st.integers(1, 64), ring_bits=st.sampled_from([16, 24, 32, 64]), seed=st.integers(0, 2**16))
 def test_sums_within_budget_decode_exactly(n_clients: int, ring_bits: int, seed: int) -> None:
     codec = FixedPoint.plan(clip=2.0, n_clients=n_clients, ring_bits=ring_bits)
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def test_clipping_only_when_asked() -> None:
 
 def test_config_errors_name_the_value() -> None:
     with pytest.raises(ConfigError, match="ring_bits"):
-        FixedPoint(ring_bits=16)
+        FixedPoint(ring_bits=40)
     with pytest.raises(ConfigError, match="clip"):
         FixedPoint(clip=-1.0)
     with pytest.raises(EncodingOverflowError, match="Z_2\\^32"):
@@ -108,3 +109,55 @@ def test_a_scale_that_rounds_to_zero_is_refused_at_construction(clip: float, fra
     with pytest.raises(ConfigError, match="rounds to 0"):
         FixedPoint(ring_bits=32, frac_bits=frac_bits, clip=clip)
     assert FixedPoint(ring_bits=32, frac_bits=frac_bits, clip=1.0).max_clients() >= 1
+
+
+# --- small rings and modular codecs ---------------------------------------------------------
+
+
+def test_sixteen_bit_ring_is_uint16_twos_complement() -> None:
+    codec = FixedPoint(ring_bits=16, frac_bits=8, clip=1.0)
+    encoded = codec.encode(np.array([-1.0, 0.5]))
+    assert encoded.dtype == np.uint16
+    assert encoded.tolist() == [2**16 - 2**8, 2**7]
+    assert codec.decode(encoded).tolist() == [-1.0, 0.5]
+
+
+def test_small_ring_budget_names_what_fits() -> None:
+    # 100 clients of |x| <= 1 in Z_2^16: 100 * 2^8 = 25600 fits, 100 * 2^9 does not.
+    assert FixedPoint.plan(clip=1.0, n_clients=100, ring_bits=16).frac_bits == 8
+    FixedPoint(ring_bits=16, frac_bits=8, clip=1.0).check_budget(100)
+    with pytest.raises(EncodingOverflowError, match="frac_bits <= 8, or lower clip, or use ring_bits=32"):
+        FixedPoint(ring_bits=16, frac_bits=9, clip=1.0).check_budget(100)
+    with pytest.raises(EncodingOverflowError, match="at most 6 fractional bits fit, or use ring_bits=16"):
+        FixedPoint(ring_bits=8, frac_bits=7, clip=1.0)
+
+
+def test_modular_codec_wraps_by_design() -> None:
+    """Residues of Z_2^16 (distributed DP's messages): both ends of [-2^15, 2^15] are accepted,
+    +2^15 is the residue of -2^15, and a sum that wraps is the sum mod 2^16."""
+    with pytest.raises(EncodingOverflowError):
+        FixedPoint(ring_bits=16, frac_bits=0, clip=2.0**15)
+    codec = FixedPoint(ring_bits=16, frac_bits=0, clip=2.0**15, modular=True)
+    assert codec.encode(np.array([2.0**15, -(2.0**15), -1.0])).tolist() == [2**15, 2**15, 2**16 - 1]
+    codec.check_budget(10**6)  # no budget: the sum is wanted mod 2^16
+    values = np.array([[30000.0, -32768.0], [30000.0, 5.0], [30000.0, -7.0]])
+    total = np.zeros(2, dtype=np.uint16)
+    for row in values:
+        total += codec.encode(row)
+    residues = (values.sum(axis=0).astype(np.int64) + 2**15) % 2**16 - 2**15
+    assert codec.decode(total).tolist() == residues.tolist()
+    assert codec.period == 2.0**16
+
+
+def test_packed_width_lives_in_the_next_container_and_decodes_mod_2_to_the_k() -> None:
+    """Z_2^12 in uint16: encodings are residues below 2^12, sums may carry high container
+    bits (arithmetic in uint16 is right mod 2^12), and decode reduces and sign-extends."""
+    assert (container_bits(12), ring_dtype(12), is_packed(12), is_packed(16)) == (16, np.uint16, True, False)
+    codec = FixedPoint(ring_bits=12, frac_bits=4, clip=8.0)
+    encoded = codec.encode(np.array([-1.0, 0.5, -8.0]))
+    assert encoded.dtype == np.uint16 and encoded.tolist() == [2**12 - 16, 8, 2**12 - 128]
+    garbage_high = encoded + np.uint16(0xA000)  # the same residues mod 2^12
+    assert codec.decode(garbage_high).tolist() == [-1.0, 0.5, -8.0]
+    with pytest.raises(EncodingOverflowError, match="at most 7 fractional bits fit"):
+        FixedPoint(ring_bits=12, frac_bits=8, clip=8.0)
+    assert FixedPoint.plan(clip=1.0, n_clients=100, ring_bits=12).frac_bits == 4

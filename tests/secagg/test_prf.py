@@ -61,6 +61,30 @@ def test_both_ends_of_the_ring_occur(ring_bits: int) -> None:
     assert np.unique(values >> 24).size == 256
 
 
+def test_ring16_takes_whole_16_bit_words_of_the_stream() -> None:
+    """A Z_2^16 mask is the keystream read as little-endian 16-bit words: no modular
+    reduction, no rejection, so it is as uniform as the bytes (2^16 divides 2^32: the
+    32-bit mask's low and high halves are exactly these words)."""
+    seed, label = random_seed(), domain("r16", round_id=0)
+    words = expand(seed, label, 1 << 18, ring_bits=16)
+    assert words.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(words, np.frombuffer(keystream(seed, label, 1 << 19), dtype="<u2"))
+    wide = expand(seed, label, 1 << 17, ring_bits=32)
+    np.testing.assert_array_equal(words[0::2], (wide & 0xFFFF).astype(np.uint16))
+    # Both ends of the ring and every top byte occur (each misses with P < e^-200 in 2^18 draws).
+    assert np.unique(words >> 8).size == 256
+    assert words.max() >= 2**16 - 2**6 and words.min() < 2**6
+
+
+def test_packed_ring_takes_words_reduced_mod_2_to_the_k() -> None:
+    seed, label = random_seed(), domain("r12", round_id=0)
+    values = expand(seed, label, 1 << 16, ring_bits=12)
+    words = np.frombuffer(keystream(seed, label, 1 << 17), dtype="<u2")
+    assert values.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(values, words & 0x0FFF)
+    assert values.max() == 2**12 - 1 and values.min() == 0  # every residue is reachable
+
+
 def test_ring64_dtype_and_range() -> None:
     values = expand(random_seed(), domain("r64", round_id=0), 1 << 16, ring_bits=64)
     assert values.dtype == np.dtype("<u8")

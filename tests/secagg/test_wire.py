@@ -11,7 +11,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from secagg.errors import WireFormatError
-from secagg.wire import HEADER_BYTES, Payload, Reader, Writer, decode_header, decode_message, encode_message
+from secagg.wire import (
+    HEADER_BYTES,
+    PACKED_CODE,
+    PACKED_HEADER_BYTES,
+    Payload,
+    Reader,
+    Writer,
+    decode_header,
+    decode_message,
+    encode_message,
+    pack_bits,
+    packed_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -113,3 +125,50 @@ def test_reader_checks_dtype_and_count() -> None:
         Reader(body).array(dtype="<u8")
     with pytest.raises(WireFormatError, match="4 elements"):
         Reader(body).array(count=4)
+
+
+# --- bit-packed ring elements ---------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(bits=st.integers(1, 64), count=st.integers(0, 70), seed=st.integers(0, 2**32 - 1))
+def test_packed_round_trip_keeps_exactly_the_low_bits(bits: int, count: int, seed: int) -> None:
+    container = next(d for d in ("<u1", "<u2", "<u4", "<u8") if np.dtype(d).itemsize * 8 >= bits)
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**63, count, dtype=np.uint64).astype(container)  # high bits set too
+    data = Writer().packed(values, bits).to_bytes()
+    assert len(data) == PACKED_HEADER_BYTES + packed_bytes(count, bits) == 10 + (count * bits + 7) // 8
+    decoded, width = Reader(data, "packed").array_bits("values")
+    assert width == bits and decoded.dtype == np.dtype(container)
+    low = values.astype(np.uint64) & np.uint64((1 << bits) - 1) if bits < 64 else values.astype(np.uint64)
+    np.testing.assert_array_equal(decoded.astype(np.uint64), low)
+
+
+def test_packed_layout_is_little_endian_bit_order() -> None:
+    # Two 12-bit values 0xABC, 0x123: stream bits 0..11 then 12..23 -> bytes BC 3A 12.
+    assert pack_bits(np.array([0xFABC, 0x0123], dtype=np.uint16), 12) == bytes([0xBC, 0x3A, 0x12])
+
+
+def test_hostile_packed_arrays_are_refused() -> None:
+    good = Writer().packed(np.arange(5, dtype=np.uint16), 12).to_bytes()
+    with pytest.raises(WireFormatError, match="only"):
+        Reader(good[:-1], "p").array("values")  # fewer bytes than the count needs
+    huge = bytes([PACKED_CODE, 12]) + struct.pack(">Q", 2**60) + good[10:]
+    with pytest.raises(WireFormatError, match="only"):
+        Reader(huge, "p").array("values")  # a count the message cannot hold allocates nothing
+    for bits in (0, 65):
+        with pytest.raises(WireFormatError, match="packed width"):
+            Reader(bytes([PACKED_CODE, bits]) + good[2:], "p").array("values")
+    padded = bytearray(good)
+    padded[-1] |= 0x80  # 5 * 12 = 60 bits: the last byte's top 4 bits are padding
+    with pytest.raises(WireFormatError, match="zero padding"):
+        Reader(bytes(padded), "p").array("values")
+    with pytest.raises(WireFormatError, match="dtype"):
+        Reader(good, "p").array("values", dtype="<u4")
+
+
+def test_packed_round_trip_across_unpacking_blocks() -> None:
+    values = np.random.default_rng(3).integers(0, 2**12, 150_001).astype(np.uint16)
+    decoded, bits = Reader(Writer().packed(values, 12).to_bytes(), "p").array_bits("values")
+    assert bits == 12
+    np.testing.assert_array_equal(decoded, values)

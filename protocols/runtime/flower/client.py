@@ -177,6 +177,17 @@ def provisioning_of(protocol: Protocol[Any]) -> str:
     return str(declared)
 
 
+@dataclass(frozen=True)
+class DealRequest:
+    """What a server asks a dealing node for: the round, the weights, and every node's
+    provisioning key with its signature under that node's identity key."""
+
+    spec: RoundSpec
+    weights: Sequence[float]
+    node_keys: Sequence[bytes]
+    signatures: Sequence[bytes]
+
+
 @dataclass
 class Dealt:
     """One round's parties as a dealer built them: what it keeps, seals and signs."""
@@ -327,39 +338,35 @@ class SecAggNode:
         self.state.parties = {i: parties[i]}
         self.state.known = frozenset(parties)
 
-    def deal(
-        self,
-        spec: RoundSpec,
-        weights: Sequence[float],
-        node_keys: Sequence[bytes],
-        signatures: Sequence[bytes],
-    ) -> Dealt:
+    def _deal_pinned(self, request: DealRequest, *, dealer_private: bytes,
+                     keep: frozenset[int] = frozenset()) -> Dealt:
+        """:func:`deal_round` under ``dealer_private``, every node's provisioning key checked
+        against the identity keys this node pins (the one way a node deals)."""
+        return deal_round(
+            self.protocol,
+            request.spec,
+            request.weights,
+            request.node_keys,
+            dealer_private=dealer_private,
+            key_signatures=request.signatures,
+            node_publics=self.keys.node_publics,
+            keep=keep,
+        )
+
+    def deal(self, request: DealRequest) -> Dealt:
         """The dealer node: verify every node's key, deal, keep its own party and the key holder."""
+        spec = request.spec
         self._require_round(spec.round_id)
         if self.state.partition != DEALER_PARTITION or not self.keys.dealer_private:
             raise ProtocolStateError(f"node {self.state.partition} asked to deal; expected the dealer node")
-        dealt = deal_round(
-            self.protocol,
-            spec,
-            weights,
-            node_keys,
-            dealer_private=self.keys.dealer_private,
-            key_signatures=signatures,
-            node_publics=self.keys.node_publics,
-        )
+        dealt = self._deal_pinned(request, dealer_private=self.keys.dealer_private)
         i = self.state.partition
-        self.provision(spec, weights, dealt.sealed[i], dealt.known, dealt.signatures[i])
+        self.provision(spec, request.weights, dealt.sealed[i], dealt.known, dealt.signatures[i])
         if dealt.key_holder is not None:
             self.state.parties[KEY_HOLDER] = dealt.key_holder
         return dealt
 
-    def deal_as_server_b(
-        self,
-        spec: RoundSpec,
-        weights: Sequence[float],
-        node_keys: Sequence[bytes],
-        signatures: Sequence[bytes],
-    ) -> Dealt:
+    def deal_as_server_b(self, request: DealRequest) -> Dealt:
         """Server B's own node: verify every node's key, deal under B's key, keep ``SERVER_B``.
 
         Server A receives its own party (signed by B) and the clients' sealed parties to
@@ -370,17 +377,9 @@ class SecAggNode:
                 f"node {self.state.partition} asked to deal as server B; expected server B's node "
                 f"and a server-b protocol, got {self.protocol.name}"
             )
-        dealt = deal_round(
-            self.protocol,
-            spec,
-            weights,
-            node_keys,
-            dealer_private=self.keys.server_b_private,
-            key_signatures=signatures,
-            node_publics=self.keys.node_publics,
-            keep=frozenset({SERVER_B}),
-        )
-        self.state.round_id = spec.round_id
+        dealt = self._deal_pinned(request, dealer_private=self.keys.server_b_private,
+                                  keep=frozenset({SERVER_B}))
+        self.state.round_id = request.spec.round_id
         self.state.update = None
         self.state.parties = {SERVER_B: dealt.server_side[SERVER_B]}
         self.state.known = frozenset(dealt.known)
@@ -554,43 +553,12 @@ def make_client_app(
             # The run's first message: a node that already holds secagg state here carries
             # something over from elsewhere (Flower keeps a Context per run and node).
             reply["fresh"] = STATE_KEY not in context.state
-        elif op == "deal_b":
-            spec = RoundSpec(int(record["round"]), int(record["n_clients"]), int(record["n_params"]))
-            dealt = node.deal_as_server_b(
-                spec,
-                [float(w) for w in record["weights"]],
-                [bytes(k) for k in record["keys"]],
-                [bytes(k) for k in record["key_signatures"]],
-            )
-            reply.update(
-                server_parties=dealt.server_blob,
-                server_signature=dealt.server_signature,
-                sealed=dealt.sealed,
-                signatures=dealt.signatures,
-                known=dealt.known,
-            )
-        elif op in ("setup", "deal", "provision"):
+        elif op in ("setup", "deal", "deal_b", "provision"):
             spec = RoundSpec(int(record["round"]), int(record["n_clients"]), int(record["n_params"]))
             weights = [float(w) for w in record["weights"]]
             if op == "setup":
                 node.setup_local(spec, weights)
-            elif op == "deal":
-                dealt = node.deal(
-                    spec,
-                    weights,
-                    [bytes(k) for k in record["keys"]],
-                    [bytes(k) for k in record["key_signatures"]],
-                )
-                # Its own party stays here: nothing to send.
-                own = node.state.partition
-                reply.update(
-                    server_parties=dealt.server_blob,
-                    server_signature=dealt.server_signature,
-                    sealed=[b"" if j == own else blob for j, blob in enumerate(dealt.sealed)],
-                    signatures=[b"" if j == own else sig for j, sig in enumerate(dealt.signatures)],
-                    known=dealt.known,
-                )
-            else:
+            elif op == "provision":
                 node.provision(
                     spec,
                     weights,
@@ -598,6 +566,24 @@ def make_client_app(
                     [int(k) for k in record["known"]],
                     bytes(record["signature"]),
                     dealer=str(record["dealer"]),
+                )
+            else:
+                request = DealRequest(
+                    spec,
+                    weights,
+                    [bytes(k) for k in record["keys"]],
+                    [bytes(k) for k in record["key_signatures"]],
+                )
+                if op == "deal_b":
+                    dealt, own = node.deal_as_server_b(request), None
+                else:  # the dealer node's own party stays here: nothing to send for it
+                    dealt, own = node.deal(request), node.state.partition
+                reply.update(
+                    server_parties=dealt.server_blob,
+                    server_signature=dealt.server_signature,
+                    sealed=[b"" if j == own else blob for j, blob in enumerate(dealt.sealed)],
+                    signatures=[b"" if j == own else sig for j, sig in enumerate(dealt.signatures)],
+                    known=dealt.known,
                 )
         elif op == "stage":
             inbox = [bytes(raw) for raw in record["inbox"]] if "inbox" in record else []

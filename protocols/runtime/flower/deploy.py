@@ -17,7 +17,8 @@ loopback what an operator does across machines with Flower 1.42:
    round of :mod:`protocols.runtime.flower.server` and writes the round's result as JSON;
 4. stops every process it started (SIGTERM, then SIGKILL after a bound) and waits until
    no process of the run (including the ServerApp/ClientApp/SuperExec children Flower
-   starts) is left.
+   starts) is left. A runner killed outright (SIGKILL) cannot do that: on Linux every
+   process it started carries a parent-death signal (SIGKILL), so they go with it.
 
 Updates are synthetic and seeded (:func:`synthetic_update`) so a caller can compute the
 float64 reference. No network beyond loopback; nothing is downloaded (runtime dependency
@@ -27,6 +28,7 @@ installation is off).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -70,6 +72,30 @@ _NODE_MAGIC, _SERVER_MAGIC = b"SGNK", b"SGSK"
 
 
 _KEYS_VERSION = 2
+_MAX_NODES = 4096
+
+
+def _write_publics(writer: Writer, publics: Sequence[bytes]) -> Writer:
+    """``u32 n, blob* node publics`` (both key files carry the nodes' public keys so)."""
+    writer.u32(len(publics))
+    for public in publics:
+        writer.blob(public)
+    return writer
+
+
+def _read_publics(reader: Reader, what: str) -> tuple[bytes, ...]:
+    count = reader.u32("node count")
+    if count > _MAX_NODES:
+        raise WireFormatError(f"{what}: expected at most {_MAX_NODES} node keys, got {count}")
+    return tuple(reader.blob("node public", 64) for _ in range(count))
+
+
+def _open_keys(data: bytes, magic: bytes, what: str) -> Reader:
+    """A reader past the key file's magic and version, which must be ours."""
+    reader = Reader(data, what)
+    if reader.raw(4, "magic") != magic or reader.u8("version") != _KEYS_VERSION:
+        raise WireFormatError(f"{what}: expected magic {magic.decode()} version {_KEYS_VERSION}")
+    return reader
 
 
 def dump_node_keys(keys: NodeKeys) -> bytes:
@@ -77,22 +103,15 @@ def dump_node_keys(keys: NodeKeys) -> bytes:
     dealer private | u32 n, blob* node publics | blob B private`` (private keys empty where
     the node holds none)."""
     writer = Writer().raw(_NODE_MAGIC).u8(_KEYS_VERSION).blob(keys.identity_private).blob(keys.dealer_public)
-    writer.blob(keys.server_b_public).blob(keys.dealer_private).u32(len(keys.node_publics))
-    for public in keys.node_publics:
-        writer.blob(public)
-    writer.blob(keys.server_b_private)
+    writer.blob(keys.server_b_public).blob(keys.dealer_private)
+    _write_publics(writer, keys.node_publics).blob(keys.server_b_private)
     return writer.to_bytes()
 
 
 def load_node_keys(data: bytes) -> NodeKeys:
-    reader = Reader(data, "node keys")
-    if reader.raw(4, "magic") != _NODE_MAGIC or reader.u8("version") != _KEYS_VERSION:
-        raise WireFormatError(f"node keys: expected magic SGNK version {_KEYS_VERSION}")
+    reader = _open_keys(data, _NODE_MAGIC, "node keys")
     identity, dealer, server_b, dealer_private = (reader.blob(name, 64) for name in ("id", "d", "b", "dp"))
-    count = reader.u32("node count")
-    if count > 4096:
-        raise WireFormatError(f"node keys: {count} node keys")
-    publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    publics = _read_publics(reader, "node keys")
     server_b_private = reader.blob("server b private", 64)
     reader.done()
     return NodeKeys(identity, dealer, server_b, dealer_private, publics, server_b_private)
@@ -104,22 +123,14 @@ def dump_server_keys(keys: ServerKeys) -> bytes:
     writer = (
         Writer().raw(_SERVER_MAGIC).u8(_KEYS_VERSION).blob(keys.dealer_public).blob(keys.server_b_private)
     )
-    writer.u32(len(keys.node_publics))
-    for public in keys.node_publics:
-        writer.blob(public)
-    writer.blob(keys.server_b_public)
+    _write_publics(writer, keys.node_publics).blob(keys.server_b_public)
     return writer.to_bytes()
 
 
 def load_server_keys(data: bytes) -> ServerKeys:
-    reader = Reader(data, "server keys")
-    if reader.raw(4, "magic") != _SERVER_MAGIC or reader.u8("version") != _KEYS_VERSION:
-        raise WireFormatError(f"server keys: expected magic SGSK version {_KEYS_VERSION}")
+    reader = _open_keys(data, _SERVER_MAGIC, "server keys")
     dealer, server_b = reader.blob("dealer", 64), reader.blob("server b", 64)
-    count = reader.u32("node count")
-    if count > 4096:
-        raise WireFormatError(f"server keys: {count} node keys")
-    publics = tuple(reader.blob("node public", 64) for _ in range(count))
+    publics = _read_publics(reader, "server keys")
     server_b_public = reader.blob("server b public", 64)
     reader.done()
     return ServerKeys(dealer, publics, server_b, server_b_public)
@@ -368,9 +379,45 @@ def _run_tag_pids(tag: str) -> list[int]:
     return found
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` under which a child gets ``sig`` when the process that started it
+    dies, however it dies (SIGKILL included): Linux's ``prctl(PR_SET_PDEATHSIG)``. None
+    off Linux, where nothing equivalent is set.
+
+    The signal is tied to the *thread* that forks: start the processes from a thread that
+    lives as long as the deployment (the main thread, as the CLI and the tests do). A
+    runner that dies between the fork and the prctl is caught by comparing the parent pid
+    afterwards. libc's ``prctl`` is looked up here, before the fork, so the child does no
+    more than two system calls before it execs.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent is already gone: follow it now
+            os.kill(os.getpid(), sig)
+
+    return arm
+
+
 @dataclass
 class Processes:
-    """The processes of one deployment, stopped together within a bound."""
+    """The processes of one deployment, stopped together within a bound.
+
+    Each is started in its own session (a terminal's Ctrl-C reaches the runner, which
+    stops them in order) and with a parent-death signal (:func:`die_with_parent`): if the
+    runner is killed outright, Linux SIGKILLs them, and Flower's own helpers (SuperExec,
+    ServerApp, ClientApp processes) exit when their parent does.
+    """
 
     tag: str
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -380,7 +427,12 @@ class Processes:
     ) -> subprocess.Popen[bytes]:
         handle = log.open("ab" if append else "wb")
         process = subprocess.Popen(  # noqa: S603 - fixed argv of Flower's own executables
-            list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            list(argv),
+            env=dict(env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),  # two syscalls in the child; libc looked up before the fork
         )
         handle.close()
         self.started.append((name, process))
@@ -620,19 +672,23 @@ class LocalFederation:
         )  # fmt: skip
         _wait_port(self.link_port, 60, self._superlink, log)
 
-    def _register(self, public: Path) -> None:
-        registered = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-            [_bin("flwr"), "supernode", "register", str(public), "secagg", "--format", "json"],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=False,
+    def _flwr(self, argv: Sequence[str], *, timeout: float, what: str, cwd: Path | None = None) -> bytes:
+        """Run Flower's CLI (``flwr argv...``) in this federation's environment; its stdout.
+
+        A non-zero exit raises :class:`ProtocolStateError` naming ``what`` with the tails of
+        both streams (Flower prints its errors to either)."""
+        completed = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
+            [_bin("flwr"), *argv], env=self.env, capture_output=True, timeout=timeout, check=False, cwd=cwd
         )
-        if registered.returncode != 0:
+        if completed.returncode != 0:
             raise ProtocolStateError(
-                f"flwr supernode register failed: {registered.stdout.decode()[-400:]} "
-                f"{registered.stderr.decode()[-400:]}"
+                f"{what} failed: {completed.stdout.decode()[-600:]} {completed.stderr.decode()[-600:]}"
             )
+        return completed.stdout
+
+    def _register(self, public: Path) -> None:
+        argv = ["supernode", "register", str(public), "secagg", "--format", "json"]
+        self._flwr(argv, timeout=60, what="flwr supernode register")
 
     def restart_superlink(self) -> None:
         """Stop the SuperLink (SIGTERM, then SIGKILL) and start a fresh one on the same port.
@@ -651,17 +707,8 @@ class LocalFederation:
 
     def list_runs(self) -> list[str]:
         """The run ids the SuperLink knows (``flwr ls``)."""
-        listed = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-            [_bin("flwr"), "ls", "secagg", "--format", "json"],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-            cwd=self.work,
-        )
-        if listed.returncode != 0:
-            raise ProtocolStateError(f"flwr ls failed: {listed.stdout.decode()[-400:]}")
-        runs = json.loads(listed.stdout).get("runs", [])
+        listed = self._flwr(["ls", "secagg", "--format", "json"], timeout=60, what="flwr ls", cwd=self.work)
+        runs = json.loads(listed).get("runs", [])
         return [str(run.get("run-id", run.get("run_id"))) for run in runs]
 
     def submit(
@@ -708,19 +755,9 @@ class LocalFederation:
         )
         if kill is not None and kill[1] == "train":
             self.procs.kill(f"supernode-{kill[0]}")
-        submitted = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-            [_bin("flwr"), "run", str(app), "secagg", "--format", "json"],
-            env=self.env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        if submitted.returncode != 0:
-            raise ProtocolStateError(
-                f"flwr run failed: {submitted.stdout.decode()[-600:]} {submitted.stderr.decode()[-600:]}"
-            )
+        submitted = self._flwr(["run", str(app), "secagg", "--format", "json"], timeout=120, what="flwr run")
         try:
-            run_id = str(json.loads(submitted.stdout).get("run-id", ""))
+            run_id = str(json.loads(submitted).get("run-id", ""))
         except ValueError:
             run_id = ""
         began = time.perf_counter()

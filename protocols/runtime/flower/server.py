@@ -457,30 +457,21 @@ class SecAggWorkflow:
             )
         weights = list(common["weights"])
         remote: set[int] = set()
+        request = {
+            **common,
+            "keys": [bytes(k) for k in provision_keys],
+            "key_signatures": [bytes(k) for k in key_signatures],
+        }
         if self.server_b_node and server_b is not None:
             # B deals on its own node under its own key and keeps its party there; this
             # process receives server A's party, signed by B, and the sealed client parties.
-            deal_b = {
-                **common,
-                "op": "deal_b",
-                "keys": [bytes(k) for k in provision_keys],
-                "key_signatures": [bytes(k) for k in key_signatures],
-            }
-            replies = self._exchange(grid, {server_b: deal_b})
-            self._count_setup(ledger, replies)
-            reply = replies[server_b][0]
-            blob = bytes(reply["server_parties"])
             if not keys.server_b_public:
                 raise ConfigError(f"{protocol.name}: expected server B's pinned public key in ServerKeys")
-            verify_server_parties(keys.server_b_public, spec.round_id, blob, bytes(reply["server_signature"]))
-            servers = load_parties(protocol, blob)
+            servers, known, sealed, signatures = self._deal_on_node(
+                grid, ledger, server_b, "deal_b", request, keys.server_b_public, spec.round_id, len(nodes)
+            )
             if SERVER_B in servers:
                 raise IntegrityError("server B's node sent its own party to server A")
-            known = [int(k) for k in reply["known"]]
-            sealed = [bytes(item) for item in reply["sealed"]]
-            signatures = [bytes(item) for item in reply["signatures"]]
-            if len(sealed) != len(nodes) or len(signatures) != len(nodes):
-                raise IntegrityError(f"server B: expected {len(nodes)} sealed parties, got {len(sealed)}")
             skip: int | None = None
             remote = {SERVER_B}
         elif self.provisioning == "server-b":
@@ -502,24 +493,10 @@ class SecAggWorkflow:
             sealed, signatures = dealt.sealed, dealt.signatures
         else:
             dealer = nodes[DEALER_PARTITION]
-            deal = {
-                **common,
-                "op": "deal",
-                "keys": [bytes(k) for k in provision_keys],
-                "key_signatures": [bytes(k) for k in key_signatures],
-            }
-            replies = self._exchange(grid, {dealer: deal})
-            self._count_setup(ledger, replies)
-            reply = replies[dealer][0]
-            blob = bytes(reply["server_parties"])
-            verify_server_parties(keys.dealer_public, spec.round_id, blob, bytes(reply["server_signature"]))
-            servers = load_parties(protocol, blob)
-            known = [int(k) for k in reply["known"]]
-            sealed = [bytes(item) for item in reply["sealed"]]
-            signatures = [bytes(item) for item in reply["signatures"]]
+            servers, known, sealed, signatures = self._deal_on_node(
+                grid, ledger, dealer, "deal", request, keys.dealer_public, spec.round_id, len(nodes)
+            )
             skip = DEALER_PARTITION
-            if len(sealed) != len(nodes) or len(signatures) != len(nodes):
-                raise IntegrityError(f"dealer: expected {len(nodes)} sealed parties, got {len(sealed)}")
         if set(servers) | remote != set(protocol.server_ids):
             raise ProtocolStateError(f"dealt parties {sorted(servers)}, expected {list(protocol.server_ids)}")
         others = {
@@ -537,6 +514,34 @@ class SecAggWorkflow:
         if others:
             self._count_setup(ledger, self._exchange(grid, others))
         return servers, known
+
+    def _deal_on_node(
+        self,
+        grid: Grid,
+        ledger: WireLedger,
+        node: int,
+        op: str,
+        request: Mapping[str, Any],
+        dealer_public: bytes,
+        round_id: int,
+        n_nodes: int,
+    ) -> tuple[dict[int, Party], list[int], list[bytes], list[bytes]]:
+        """Ask ``node`` to deal (``op`` 'deal' or 'deal_b'): the server parties it signed,
+        checked under ``dealer_public`` before they load, and what the ``n_nodes`` clients
+        get (known ids, sealed parties, the dealer's signatures over them)."""
+        replies = self._exchange(grid, {node: {**request, "op": op}})
+        self._count_setup(ledger, replies)
+        reply = replies[node][0]
+        blob = bytes(reply["server_parties"])
+        verify_server_parties(dealer_public, round_id, blob, bytes(reply["server_signature"]))
+        servers = load_parties(self.protocol, blob)
+        known = [int(k) for k in reply["known"]]
+        sealed = [bytes(item) for item in reply["sealed"]]
+        signatures = [bytes(item) for item in reply["signatures"]]
+        if len(sealed) != n_nodes or len(signatures) != n_nodes:
+            who = "server B" if op == "deal_b" else "dealer"
+            raise IntegrityError(f"{who}: expected {n_nodes} sealed parties, got {len(sealed)}")
+        return servers, known, sealed, signatures
 
     @staticmethod
     def _count_setup(ledger: WireLedger, replies: Mapping[int, tuple[Any, int, int]]) -> None:

@@ -29,6 +29,13 @@ def test_assess_two_server_with_ddp_rows_carry_epsilon(tmp_path, capsys) -> None
     info = record["defense_info"]
     assert info["bits"] == 16 and info["bytes_per_param"] == 2.0 and info["n_summed"] == 2
     assert any("distributed DP" in note for note in record["notes"])
+    # The protocol carried the messages in its 16-bit ring: 2 B/param measured, plus the
+    # array header and 140 fixed bytes per client (two 30-byte frames, the 80-byte sealed
+    # seed); a 32-bit ring would send 4 B/param.
+    assert "modular ring Z_2^16" in record["config_note"]
+    n = record["n_params"]
+    assert record["costs"]["bytes_up_per_client"] == 2 * n + 9 + 140
+    assert record["costs"]["max_abs_error"] == 0.0
 
 
 def test_assess_refuses_ddp_over_a_weighted_mean(tmp_path, capsys) -> None:

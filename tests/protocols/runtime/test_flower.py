@@ -25,6 +25,7 @@ from secagg.protocol import RoundSpec
 from secagg.round import reference_aggregate, run_round
 from secagg.router import Router
 from secagg.signing import generate_signing_keypair
+from secagg.wire import HEADER_BYTES, TRAILER_BYTES
 
 flwr = pytest.importorskip("flwr", reason="Flower is an optional extra: pip install secagg[flower]")
 
@@ -46,6 +47,13 @@ N_CLIENTS = 4
 N_PARAMS = 300
 RANGE = 0.5
 NAMES = protocols.available()
+# The exact-sum protocols in small rings, after the rounds above: 16 bits (uint16 on the
+# wire) and 12 (bit-packed, 1.5 bytes per parameter).
+RING16: list[tuple[str, dict[str, Any]]] = [
+    ("two-server", {"ring_bits": 16, "frac_bits": 8}),
+    ("secagg", {"ring_bits": 16}),
+    ("two-server", {"ring_bits": 12, "frac_bits": 4}),
+]
 
 
 def train_fn(partition: int, params: np.ndarray, round_id: int) -> tuple[np.ndarray, float]:
@@ -71,6 +79,7 @@ def flower_run() -> FlowerRun:
     # Round r < len(NAMES): protocol r as is; then protocol r again with a late dropout.
     schedule = [SecAggWorkflow(name, protocols.get(name).fast_config, **SINGLE) for name in NAMES]
     schedule += [_late_dropout(name) for name in NAMES]
+    schedule += [SecAggWorkflow(name, config, **SINGLE) for name, config in RING16]
     # keep_going: a protocol that fails fails its own tests, not every protocol's.
     return simulate(schedule, train_fn, initial=np.zeros(N_PARAMS), n_clients=N_CLIENTS, keep_going=True)
 
@@ -146,6 +155,30 @@ def test_bytes_agree_with_the_in_process_router(flower_run: FlowerRun, index: in
     assert outcome.costs.bytes_sent == first.bytes_sent
     assert outcome.costs.bytes_received == first.bytes_received
     assert outcome.costs.bytes_per_param() == first.bytes_per_param()
+
+
+@pytest.mark.parametrize("index", range(len(RING16)), ids=[f"{n}-{c['ring_bits']}" for n, c in RING16])
+def test_small_rings_run_in_flower(flower_run: FlowerRun, index: int) -> None:
+    """ring_bits travels with the protocol's config: the round in Flower is exact to the
+    small ring's precision and its bytes are the in-process router's (k/8 B/param + keys)."""
+    name, config = RING16[index]
+    round_id = 2 * len(NAMES) + index
+    outcome = flower_run.outcome(round_id)
+    updates, weights = _updates(round_id)
+    protocol = protocols.create(name, **config)
+    assert outcome.included == tuple(range(N_CLIENTS))
+    reference = reference_aggregate(updates, outcome.included, kind="weighted_mean", weights=weights)
+    bound = protocol.precision(n_clients=N_CLIENTS, value_range=RANGE)
+    assert float(np.max(np.abs(outcome.aggregate - reference))) <= bound
+    inputs = [_party_input(protocol, u, weights, i) for i, u in enumerate(updates)]
+    local = run_round(protocol, inputs, round_id=round_id).costs
+    assert outcome.costs.bytes_sent == local.bytes_sent
+    # Each client's masked vector crossed Flower at k bits per value: uint16, or packed.
+    bits = config["ring_bits"]
+    vector = 9 + 2 * N_PARAMS if bits == 16 else 10 + (bits * N_PARAMS + 7) // 8
+    masked = [e for e in outcome.transcript if e.message in ("MaskedShare", "MaskedInput")]
+    assert len(masked) == N_CLIENTS
+    assert all(e.nbytes == HEADER_BYTES + TRAILER_BYTES + vector for e in masked)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -266,6 +266,17 @@ def test_honest_dealing_completes_through_the_workflow() -> None:
     assert np.max(np.abs(outcome.aggregate - _reference(outcome.included))) < 1e-3
 
 
+def test_a_dealer_reply_short_of_a_sealed_party_is_refused() -> None:
+    def after(partition: int, request: Message, reply: Message) -> None:
+        if _op(request) == "deal":
+            record: Any = reply.content["secagg"]
+            record["sealed"] = list(record["sealed"])[:-1]
+
+    trust = Trust.generate(N)
+    with pytest.raises(IntegrityError, match=f"dealer: expected {N} sealed parties, got {N - 1}"):
+        _round("ckks", FakeGrid(trust, after=after), trust)
+
+
 # -- two servers in one process ---------------------------------------------------------------
 
 

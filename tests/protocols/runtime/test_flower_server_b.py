@@ -92,6 +92,17 @@ def test_a_server_party_blob_not_signed_by_b_is_refused() -> None:
         _run(_grid(trust, after=after), trust)
 
 
+def test_a_server_b_reply_short_of_a_signature_is_refused() -> None:
+    def after(partition: int, request: Message, reply: Message) -> None:
+        if _op(request) == "deal_b":
+            record: Any = reply.content["secagg"]
+            record["signatures"] = list(record["signatures"])[1:]
+
+    trust = Trust.generate(N)
+    with pytest.raises(IntegrityError, match=f"server B: expected {N} sealed parties"):
+        _run(_grid(trust, after=after), trust)
+
+
 def test_only_server_b_s_node_deals_as_b() -> None:
     trust = Trust.generate(N)
     grid = _grid(trust)

@@ -121,3 +121,23 @@ def test_against_dp_accounting_when_installed() -> None:
     ours = distributed_epsilon(noise="dgauss", l2=l2, dim=10, n_clients=n, client_variance=sigma**2,
                                delta=1e-5).epsilon
     assert ours == pytest.approx(theirs, rel=0.02)
+
+
+def test_against_dp_accounting_zcdp_composition_when_installed() -> None:
+    dp_accounting = pytest.importorskip("dp_accounting")
+    # Kairouz et al.'s Theorem 1: with tau ~ 0 the sum of discrete Gaussians is rho-zCDP,
+    # rho = Delta_2^2 / (2 n sigma^2); dp-accounting composes a ZCDpEvent over the rounds
+    # and converts it to epsilon with its own code. Skellam at a large variance converges
+    # to the same figure from above (Agarwal et al.'s extra terms vanish as 1 / mu).
+    l2, n, sigma, rounds = 30.0, 8, 12.0, 5
+    rho = l2**2 / (2 * n * sigma**2)
+    accountant = dp_accounting.rdp.RdpAccountant(list(ORDERS))
+    accountant.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.ZCDpEvent(rho), rounds))
+    theirs = accountant.get_epsilon(1e-5)
+    ours = distributed_epsilon(noise="dgauss", l2=l2, dim=100, n_clients=n, client_variance=sigma**2,
+                               delta=1e-5, rounds=rounds).epsilon
+    assert ours == pytest.approx(theirs, rel=0.02)
+    scale = 100.0  # the same noise multiplier at 100x the integer resolution
+    skellam = distributed_epsilon(noise="skellam", l2=l2 * scale, dim=100, n_clients=n,
+                                  client_variance=(sigma * scale) ** 2, delta=1e-5, rounds=rounds).epsilon
+    assert skellam >= ours and skellam == pytest.approx(theirs, rel=0.02)

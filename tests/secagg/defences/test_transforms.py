@@ -115,8 +115,32 @@ def test_noise_is_seeded_by_the_rng_argument_and_fresh_by_default() -> None:
     a = T.GaussianNoise(1e-3).apply(update, np.random.default_rng(1))
     b = T.GaussianNoise(1e-3).apply(update, np.random.default_rng(1))
     np.testing.assert_array_equal(a, b)
+    c = T.LaplaceNoise(1e-3).apply(update, T.SecureRandom(bytes(32)))
+    d = T.LaplaceNoise(1e-3).apply(update, T.SecureRandom(bytes(32)))
+    np.testing.assert_array_equal(c, d)
     assert not np.array_equal(T.GaussianNoise(1e-3).apply(update),
                               T.GaussianNoise(1e-3).apply(update))
+
+
+def test_default_noise_is_the_keyed_prf_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secagg import prf
+
+    seed = bytes(range(32))
+    monkeypatch.setattr(prf, "random_seed", lambda: seed)
+    update = np.zeros(7)
+    for transform in (T.GaussianNoise(1e-2), T.LaplaceNoise(1e-2),
+                      T.DPGaussian(clip=1.0, noise_multiplier=1.0),
+                      T.parse_transforms("gaussian:variance=0.01+fp16")):
+        np.testing.assert_array_equal(transform.apply(update),
+                                      transform.apply(update, T.SecureRandom(seed)))
+    # The uniforms are the stream's words: 53 bits each, in the open interval (0, 1).
+    words = np.frombuffer(prf.keystream(seed, T._NOISE_LABEL, 8 * 4), dtype="<u8")
+    expected = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    np.testing.assert_array_equal(T.SecureRandom(seed)._uniform_open(4), expected)
+    source = T.SecureRandom(seed)
+    assert not np.array_equal(source.normal(size=4), source.normal(size=4))  # never rewound
+    with pytest.raises(ConfigError):
+        T.SecureRandom(b"short")
 
 
 def test_dp_clips_then_adds_calibrated_noise() -> None:
@@ -198,6 +222,16 @@ def test_compose_applies_in_order_and_binds_segments() -> None:
     assert np.count_nonzero(out) == 3
     assert pipeline.transforms[1] == T.Int8(segments=(3, 3))
     assert T.parse_transforms("none").apply(update).tolist() == update.tolist()
+
+
+def test_stages_are_the_plain_transforms_in_order() -> None:
+    from secagg.defences.ddp import DistributedDP, find_ddp
+
+    assert T.Float16().stages == (T.Float16(),)
+    assert T.parse_transforms("prune:ratio=0.5+int8").stages == (T.Prune(0.5), T.Int8())
+    assert T.parse_transforms("none").stages == ()
+    bare = DistributedDP(epsilon=3.0)
+    assert find_ddp(bare) is bare
 
 
 def test_bad_updates_are_refused() -> None:
