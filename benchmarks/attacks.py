@@ -8,7 +8,7 @@ loop (Zhu et al. 2019; the authors published it as mit-han-lab/dlg).
 Writes ``attacks.json`` (and ``attacks_dlg.png``) into ``--out``; :func:`run` returns
 the same record for ``python -m benchmarks`` (``--quick``: two images, short runs, so
 the targets are not expected to hold there). Quality targets,
-checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 8 of 10 images,
+checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 9 of 10 images (issue 15),
 iDLG label accuracy 100 %, analytic FC attack MSE < 1e-10, and our DLG faster than the
 reference loop on the same images in the same run (a ratio, because machines are noisy).
 Needs only torch and numpy (plus this repository).
@@ -416,7 +416,7 @@ def _run_plan(
     targets = {
         "dlg_images_psnr_ge_30": dlg_good,
         "dlg_images": count,
-        "dlg_psnr_target_met": dlg_good >= math.ceil(0.8 * count),
+        "dlg_psnr_target_met": dlg_good >= math.ceil(0.9 * count),
         "idlg_label_accuracy": results["idlg"]["label_accuracy_all_images"],
         "idlg_label_target_met": results["idlg"]["label_accuracy_all_images"] == 1.0,
         "analytic_fc_max_mse": results["analytic"]["mse"]["max"],
