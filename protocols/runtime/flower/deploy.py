@@ -678,7 +678,13 @@ class LocalFederation:
         A non-zero exit raises :class:`ProtocolStateError` naming ``what`` with the tails of
         both streams (Flower prints its errors to either)."""
         completed = subprocess.run(  # noqa: S603 - Flower's CLI, fixed argv
-            [_bin("flwr"), *argv], env=self.env, capture_output=True, timeout=timeout, check=False, cwd=cwd
+            [_bin("flwr"), *argv],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            cwd=cwd,
+            preexec_fn=die_with_parent(),  # like every process the deployment starts
         )
         if completed.returncode != 0:
             raise ProtocolStateError(
