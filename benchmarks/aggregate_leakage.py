@@ -1,7 +1,7 @@
 """How much the revealed aggregate leaks, by number of clients and local batch size.
 
     python -m benchmarks.aggregate_leakage [--quick] [--out bench-out] [--clients 1,2,4,8,16]
-        [--batches 1,2,4] [--iterations 100] [--resolution 32] [--attacks idlg]
+        [--batches 1,2,4] [--iterations 150] [--restarts 4] [--resolution 32] [--attacks idlg]
 
 Secure aggregation hides each client's update, but it reveals the sum, and the sum of n
 clients' mean gradients is n times the gradient of all n x B images (B the local batch):
@@ -13,6 +13,12 @@ the best-matched reconstructed image, the mean PSNR, SSIM and the label accuracy
 (labels as a multiset: a batch gradient says which labels occur, not whose). With
 n = 1 and B = 1 the "aggregate" is one client's gradient and must be fully exposed —
 which is why every protocol refuses to reveal a sum of fewer than ``min_clients``.
+
+The budget is ``secagg evaluate``'s (:meth:`leakage.app.settings.Settings.budget`):
+``iterations`` steps per image the sum hides (150 by default, so the sum of 16 clients x 4
+images gets 9,600), ``restarts`` draws (4), and its plateau rule (a problem whose best
+loss fell by less than 5 % over 40 steps stops); each row carries its budget, restarts
+and the steps its draws ran.
 
 The baseline measured in the same run: the same attack on random vectors of the
 aggregate's shape and scale (``baseline_psnr``), per point.
@@ -34,10 +40,13 @@ from benchmarks.common import environment, int_list, write_csv, write_json
 FULL: dict[str, Any] = {
     "clients": (1, 2, 4, 8, 16),
     "batches": (1, 2, 4),
-    "iterations": 300,
+    "iterations": 150,
+    "restarts": 4,
     "resolution": 32,
 }
-QUICK: dict[str, Any] = {"clients": (1, 2, 4), "batches": (1,), "iterations": 30, "resolution": 16}
+QUICK: dict[str, Any] = {
+    "clients": (1, 2, 4), "batches": (1,), "iterations": 30, "restarts": 1, "resolution": 16,
+}
 COLUMNS = (
     "n_clients",
     "batch",
@@ -51,6 +60,9 @@ COLUMNS = (
     "reason",
     "attack",
     "iterations",
+    "budget",
+    "restarts",
+    "stopped",
     "seconds",
 )
 
@@ -61,15 +73,17 @@ def sweep(
     *,
     iterations: int,
     resolution: int,
+    restarts: int = 4,
     attacks: tuple[str, ...] = ("idlg",),
     seed: int = 0,
     device: str = "cpu",
     baseline_seeds: int = 2,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per (n_clients, batch, attack): the attack on the revealed sum."""
+    """One row per (n_clients, batch, attack): the attack on the revealed sum, at
+    ``iterations`` steps per image it hides x ``restarts`` (evaluate's plateau rule)."""
     import protocols
-    from leakage.app.settings import Settings
+    from leakage.app.settings import PLATEAU, Settings
     from leakage.app.simulation import simulate
     from leakage.assess import AGGREGATE, Budget, assess
     from secagg.round import run_round
@@ -82,8 +96,9 @@ def sweep(
             budget = Budget(
                 attacks=attacks,
                 iterations=iterations,
-                aggregate_iterations=iterations,
                 baseline_seeds=baseline_seeds,
+                restarts=restarts,
+                plateau=PLATEAU,
                 device=device,
                 seed=seed,
             )
@@ -115,6 +130,9 @@ def sweep(
                         "reason": row.reason,
                         "attack": row.attack,
                         "iterations": row.iterations,
+                        "budget": row.budget,
+                        "restarts": row.restarts,
+                        "stopped": row.stopped,
                         "seconds": row.seconds,
                         "wall_seconds": time.perf_counter() - began,
                     }
@@ -136,6 +154,7 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
             grid["batches"],
             iterations=grid["iterations"],
             resolution=grid["resolution"],
+            restarts=grid["restarts"],
             attacks=tuple(grid.get("attacks", ("idlg",))),
         )
     finally:
@@ -161,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-out")
     parser.add_argument("--clients", type=int_list, default=None)
     parser.add_argument("--batches", type=int_list, default=None)
-    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None, help="steps per image (default 150)")
+    parser.add_argument("--restarts", type=int, default=None, help="draws per attack (default 4)")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--attacks", type=lambda t: tuple(t.split(",")), default=None)
     args = parser.parse_args(argv)
@@ -170,18 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=args.clients,
         batches=args.batches,
         iterations=args.iterations,
+        restarts=args.restarts,
         resolution=args.resolution,
         attacks=args.attacks,
     )
     out = Path(args.out)
     write_json(out / "aggregate_leakage.json", record)
     write_csv(out / "aggregate_leakage.csv", record["rows"], COLUMNS)
-    print(f"{'n':>3} {'B':>3} {'PSNR best':>9} {'mean':>6} {'labels':>6} {'random':>7}  verdict")
+    print(f"{'n':>3} {'B':>3} {'PSNR best':>9} {'mean':>6} {'labels':>6} {'random':>7} {'budget':>8} "
+          f"{'run':>6}  verdict")
     for row in record["rows"]:
         baseline = "-" if row["baseline_psnr"] is None else f"{row['baseline_psnr']:.1f}"
         print(
             f"{row['n_clients']:>3} {row['batch']:>3} {row['psnr_best']:>9.1f} {row['psnr_mean']:>6.1f} "
-            f"{row['label_accuracy']:>6.2f} {baseline:>7}  {row['verdict']} {row['reason']}"
+            f"{row['label_accuracy']:>6.2f} {baseline:>7} {row['budget']:>5}x{row['restarts']:<2} "
+            f"{row['iterations']:>6}  {row['verdict']} {row['reason']} {row['stopped']}"
         )
     print(f"wrote {out / 'aggregate_leakage.json'} and {out / 'aggregate_leakage.csv'}")
     return 0

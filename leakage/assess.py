@@ -65,7 +65,7 @@ from leakage.attacks import (
     FedAvgSpec,
     gradient_from_vector,
 )
-from leakage.attacks.common import last_linear_gradients
+from leakage.attacks.common import last_linear_gradients, resolve_device
 from leakage.errors import AttackConfigError, LeakageError, ShapeMismatchError
 from leakage.metrics import RECOVERED_PSNR_DB, match, mse, psnr_from_mse, ssim
 
@@ -99,7 +99,10 @@ class Budget:
     ``iterations``: their step count per image the observable hides (None: each attack's
     default); ``aggregate_iterations``: a fixed count for multi-image observables instead
     (None: scaled with the images); ``baseline_seeds``: random vectors the baseline attack
-    runs on; ``restarts``: draws per attack run (L-BFGS attacks run them side by side).
+    runs on; ``restarts``: draws per attack run (L-BFGS attacks run them side by side);
+    ``plateau``: a DLG/iDLG problem whose best loss fell by less than this fraction over
+    its last 40 steps stops there (0: every step of the budget runs). The rule reads only
+    the attack's own loss, so it stops the plaintext and a ciphertext alike.
     """
 
     attacks: tuple[str, ...] = ("idlg",)
@@ -107,6 +110,7 @@ class Budget:
     aggregate_iterations: int | None = None  # None: ``iterations``
     baseline_seeds: int = 3
     restarts: int = 1
+    plateau: float = 0.0
     threshold_db: float = RECOVERED_PSNR_DB
     device: str = "auto"
     seed: int = 0
@@ -127,6 +131,8 @@ class Budget:
             raise AttackConfigError(
                 f"expected baseline_seeds, restarts >= 1, got {self.baseline_seeds}, {self.restarts}"
             )
+        if not 0.0 <= self.plateau < 1.0:
+            raise AttackConfigError(f"plateau must be a fraction in [0, 1), got {self.plateau}")
         if not math.isfinite(self.threshold_db):
             raise AttackConfigError(f"threshold_db must be finite, got {self.threshold_db}")
 
@@ -187,6 +193,14 @@ class AssessmentRow:
     budget: int  # steps per draw this attack was given (its budget; ``iterations``: steps run)
     restarts: int  # draws it was given
     note: str = ""
+    # Why the attack ended before its budget: "converged", "plateau" (its loss stopped
+    # falling; Budget.plateau), or "" (it ran the budget).
+    stopped: str = ""
+    clients: tuple[int, ...] = ()  # whose data the observable depends on
+    # The same attack at the same budget on the plaintext this observable hides (the
+    # plaintext baseline run's row for the same clients; None: not available), its run.
+    reference_psnr: float | None = None
+    reference: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -349,6 +363,7 @@ class _Scored:
     label_accuracy: float
     iterations: int
     seconds: float
+    stopped: str
 
 
 def _score(result: Any, originals: torch.Tensor, labels: torch.Tensor) -> _Scored:
@@ -365,7 +380,47 @@ def _score(result: Any, originals: torch.Tensor, labels: torch.Tensor) -> _Score
         label_multiset_accuracy(result.labels, labels),
         int(result.iterations),
         float(result.seconds),
+        str(getattr(result, "stopped", "")),
     )
+
+
+@dataclass(frozen=True)
+class _GroupSpec:
+    """What the jobs of one batched computation share."""
+
+    name: str
+    batch: int
+    iterations: int
+    fedavg: FedAvgSpec | None
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    device: str
+    restarts: int
+    plateau: float
+
+
+def _solve_group(
+    model: nn.Module,
+    spec: _GroupSpec,
+    work: Sequence[tuple[Sequence[torch.Tensor], int]],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Any]:
+    """One attack on every (candidate, seed) of ``work`` as one batched computation (also
+    the worker process's entry point): an AttackResult each, or the LeakageError raised."""
+    attack = ATTACKS[spec.name]
+    requests = [
+        AttackRequest(
+            model=model, observed=attack.prepare(gradient, spec.fedavg), input_shape=spec.input_shape,
+            num_classes=spec.num_classes, batch_size=spec.batch, iterations=spec.iterations,
+            device=spec.device, seed=seed, restarts=spec.restarts, fedavg=spec.fedavg, tv_weight=0.2,
+            progress=progress, plateau=spec.plateau,
+        )
+        for gradient, seed in work
+    ]
+    try:
+        return list(attack.run_batch(requests))
+    except LeakageError as exc:
+        return [exc] * len(requests)
 
 
 @dataclass(eq=False)
@@ -377,66 +432,96 @@ class _Job:
     batch: int
     iterations: int
     seed: int
+    fedavg: FedAvgSpec | None = None
     result: Any = None
 
 
 class _Attacker:
-    """Runs attack jobs, batched: every job of one attack with the same batch size and step
-    budget goes into one computation (:meth:`leakage.attacks.Attack.run_batch`), so a
-    round's observables and its random baselines share one L-BFGS solve."""
+    """Runs attack jobs, batched: every job of one attack with the same batch size, step
+    budget and local training goes into one computation
+    (:meth:`leakage.attacks.Attack.run_batch`), so the observables of every round handed
+    over together, and their random baselines, share one L-BFGS solve."""
 
     def __init__(
         self,
         model: nn.Module,
         budget: Budget,
-        update: UpdateKind,
         input_shape: tuple[int, int, int],
         num_classes: int,
         progress: ProgressFn | None,
         baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
         steps: Callable[[int, int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.model = model
         self.steps = steps
         self.budget = budget
-        self.update = update
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.progress = progress
         # Random-vector reconstructions, once per (model, attack, batch, budget, scale
         # octave) for the whole run: they are scored against each observable's truth.
         self._baselines = baseline_cache if baseline_cache is not None else {}
+        self.workers = workers
+        self._executor: Any = None
 
     def run(self, jobs: Sequence[_Job], what: str) -> None:
-        """Fill every job's ``result`` (an AttackResult, or the LeakageError it raised)."""
-        groups: dict[tuple[str, int, int], list[_Job]] = {}
+        """Fill every job's ``result`` (an AttackResult, or the LeakageError it raised).
+        With ``workers`` > 1 on the CPU, every other job of each group goes to a worker
+        process (its own batched solve) while this process solves the rest."""
+        groups: dict[tuple[str, int, int, FedAvgSpec | None], list[_Job]] = {}
         for job in jobs:
-            groups.setdefault((job.name, job.batch, job.iterations), []).append(job)
-        fedavg = self.update.fedavg
-        for (name, batch, iterations), members in groups.items():
+            groups.setdefault((job.name, job.batch, job.iterations, job.fedavg), []).append(job)
+        pool = self._pool() if len(jobs) > 1 else None
+        remote: list[tuple[list[_Job], Any]] = []
+        if pool is not None:
+            for (name, batch, iterations, fedavg), members in groups.items():
+                away = members[1::2]
+                if away:
+                    spec = _GroupSpec(name, batch, iterations, fedavg, self.input_shape, self.num_classes,
+                                      self.budget.device, self.budget.restarts, self.budget.plateau)
+                    work = [(job.gradient, job.seed) for job in away]
+                    remote.append((away, pool.submit(_solve_group, self.model, spec, work)))
+                    groups[(name, batch, iterations, fedavg)] = members[0::2]
+        for (name, batch, iterations, fedavg), members in groups.items():
             attack = ATTACKS[name]
             if self.progress is not None:
                 self.progress(
                     f"{what}: {name} on {len(members)} {'vector' if len(members) == 1 else 'vectors'}"
+                    f"{' here (as many again in a worker)' if pool is not None else ''}"
                     f" (batch {batch}, {iterations} steps x {self.budget.restarts} restarts"
                     f"{', batched' if attack.run_many is not None and len(members) > 1 else ''})"
                 )
-            requests = [
-                AttackRequest(
-                    model=self.model, observed=attack.prepare(job.gradient, fedavg),
-                    input_shape=self.input_shape, num_classes=self.num_classes, batch_size=batch,
-                    iterations=iterations, device=self.budget.device, seed=job.seed,
-                    restarts=self.budget.restarts, fedavg=fedavg, tv_weight=0.2,
-                    progress=self._bar(f"{name} x {len(members)}"),
-                )
-                for job in members
-            ]
-            try:
-                results: list[Any] = attack.run_batch(requests)
-            except LeakageError as exc:
-                results = [exc] * len(members)
+            spec = _GroupSpec(name, batch, iterations, fedavg, self.input_shape, self.num_classes,
+                              self.budget.device, self.budget.restarts, self.budget.plateau)
+            results = _solve_group(self.model, spec, [(job.gradient, job.seed) for job in members],
+                                   self._bar(f"{name} x {len(members)}"))
             for job, result in zip(members, results):
                 job.result = result
+        for away, future in remote:
+            for job, result in zip(away, future.result()):
+                job.result = result
+
+    def _pool(self) -> Any:
+        """The worker process (started once per attacker), or None: one process, or a GPU."""
+        if self.workers <= 1 or resolve_device(self.budget.device).type != "cpu":
+            return None
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # Our own process, spawned fresh: it receives the model and candidate tensors
+            # from this one (nothing from another party crosses this pipe).
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),),
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
     def _bar(self, label: str) -> Any:
         if self.steps is None:
@@ -446,22 +531,23 @@ class _Attacker:
             restart(f"  {label}")
         return self.steps
 
-    def baseline_key(self, name: str, gradient: Sequence[torch.Tensor], batch: int,
-                     iterations: int) -> tuple[Any, ...]:
+    def baseline_key(self, job: _Job, gradient: Sequence[torch.Tensor]) -> tuple[Any, ...]:
         norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in gradient)) or 1.0
         # Per norm octave: the baseline's scale is the candidate's, to within a factor of 2.
-        return (id(self.model), name, batch, iterations, round(math.log2(norm)), self.budget.seed,
-                self.budget.baseline_seeds, self.budget.restarts, self.budget.device)
+        return (id(self.model), job.name, job.batch, job.iterations, job.fedavg, round(math.log2(norm)),
+                self.budget.seed, self.budget.baseline_seeds, self.budget.restarts,
+                self.budget.plateau, self.budget.device)
 
-    def baselines(self, needed: Mapping[tuple[Any, ...], tuple[str, Sequence[torch.Tensor], int, int]],
+    def baselines(self, needed: Mapping[tuple[Any, ...], tuple[_Job, Sequence[torch.Tensor]]],
                   what: str) -> None:
         """Reconstruct from ``baseline_seeds`` random vectors for every key not yet cached."""
         jobs: dict[tuple[Any, ...], list[_Job]] = {}
-        for key, (name, gradient, batch, iterations) in needed.items():
+        for key, (job, gradient) in needed.items():
             if key in self._baselines:
                 continue
             jobs[key] = [
-                _Job(name, random_like(gradient, 10_000 + seed), batch, iterations, self.budget.seed + seed)
+                _Job(job.name, random_like(gradient, 10_000 + seed), job.batch, job.iterations,
+                     self.budget.seed + seed, job.fedavg)
                 for seed in range(self.budget.baseline_seeds)
             ]
         if jobs:
@@ -516,8 +602,9 @@ def assess(
     progress: ProgressFn | None = None,
     attack_clients: Sequence[int] | None = None,
     include_aggregate: bool = True,
-    baseline_cache: dict[tuple[Any, ...], list[float]] | None = None,
+    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
     steps: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> Assessment:
     """Attack every observation's candidate; test every payload's byte uniformity.
 
@@ -530,7 +617,48 @@ def assess(
     share random-vector baselines between assessments of the same model and truth.
     ``steps``: a per-step progress callback handed to every attack (e.g. a
     :class:`leakage.progress.ProgressBar`; its ``restart(label)`` is called per attack).
+    ``workers``: processes that share the attacks (:func:`attack_planned`).
+    Several rounds' observations can be attacked in one batched computation instead:
+    :func:`plan_assessment` each, then :func:`attack_planned` on all of them.
     """
+    budget = budget or Budget()
+    planned = plan_assessment(
+        observations, model, truth, budget, label=label, update=update, w_before=w_before,
+        input_shape=input_shape, num_classes=num_classes, attack_clients=attack_clients,
+        include_aggregate=include_aggregate,
+    )
+    return attack_planned([planned], budget, progress=progress, baseline_cache=baseline_cache,
+                          steps=steps, what=label, workers=workers)[0]
+
+
+@dataclass(eq=False)
+class PlannedAssessment:
+    """One round's observations made ready to attack (:func:`plan_assessment`): the
+    assessment so far (uniformity rows, notes) and one plan per observable to attack."""
+
+    assessment: Assessment
+    plans: list[_Plan]
+    model: nn.Module
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+def plan_assessment(
+    observations: Sequence[Observation],
+    model: nn.Module,
+    truth: ClientData,
+    budget: Budget | None = None,
+    *,
+    label: str = "",
+    update: UpdateKind | None = None,
+    w_before: np.ndarray | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    attack_clients: Sequence[int] | None = None,
+    include_aggregate: bool = True,
+) -> PlannedAssessment:
+    """Everything of :func:`assess` but the attacks: candidates formed, byte uniformity
+    tested, the jobs of every observable planned (arguments as for :func:`assess`)."""
     budget = budget or Budget()
     update = update or UpdateKind()
     if w_before is None:
@@ -538,16 +666,6 @@ def assess(
     any_images = next(iter(truth.images.values()))
     shape = cast(tuple[int, int, int], input_shape or tuple(int(s) for s in any_images.shape[1:]))
     classes = num_classes or _infer_classes(model)
-    attacker = _Attacker(
-        model,
-        budget,
-        update,
-        shape,
-        classes,
-        progress,
-        baseline_cache,
-        steps,  # type: ignore[arg-type]
-    )
     out = Assessment(label)
     plans: list[_Plan] = []
     for target in _targets(observations, update, w_before):
@@ -577,11 +695,51 @@ def assess(
         if target.candidate is None:
             out.notes.append(f"{observation.observer}: {observation.name} not attacked ({observation.note})")
             continue
-        plan = _plan_observable(out, attacker, target, truth, budget, update)
+        plan = _plan_observable(out, model, target, truth, budget, update)
         if plan is not None:
             plans.append(plan)
-    _attack_plans(out, attacker, plans, budget, label)
-    return out
+    return PlannedAssessment(out, plans, model, shape, classes)
+
+
+def attack_planned(
+    planned: Sequence[PlannedAssessment],
+    budget: Budget | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
+    steps: Callable[[int, int], None] | None = None,
+    what: str = "",
+    workers: int = 1,
+) -> list[Assessment]:
+    """Attack the observables of every planned assessment (all of one model and image
+    shape) in one batched computation per attack, batch size and budget; then the random
+    baselines the unrecovered ones need; then score and decide. One :class:`Assessment`
+    per planned one, in order. ``workers`` > 1: that many processes share the attacks
+    (on the CPU; each solves its share of every batched computation)."""
+    budget = budget or Budget()
+    if not planned:
+        return []
+    first = planned[0]
+    for other in planned[1:]:
+        if other.model is not first.model or (other.input_shape, other.num_classes) != (
+            first.input_shape, first.num_classes
+        ):
+            raise AttackConfigError("expected planned assessments of one model, image shape and class count")
+    attacker = _Attacker(
+        first.model,
+        budget,
+        first.input_shape,
+        first.num_classes,
+        progress,
+        baseline_cache,
+        steps,  # type: ignore[arg-type]
+        workers,
+    )
+    try:
+        _attack_plans([(p.assessment, p.plans) for p in planned], attacker, budget, what)
+    finally:
+        attacker.close()
+    return [p.assessment for p in planned]
 
 
 def _infer_classes(model: nn.Module) -> int:
@@ -621,7 +779,7 @@ def observable_budget(budget: Budget, batch: int, default: int) -> int:
 
 def _plan_observable(
     out: Assessment,
-    attacker: _Attacker,
+    model: nn.Module,
     target: _Target,
     truth: ClientData,
     budget: Budget,
@@ -632,76 +790,85 @@ def _plan_observable(
         raise AttackConfigError(f"observation {observable.name!r} has no candidate update to attack")
     originals, labels = truth.of(observable.clients)
     batch = int(originals.shape[0])
-    gradient = gradient_from_vector(attacker.model, target.candidate)
-    structure = gradient_structure(attacker.model, gradient)
-    names = [a for a in budget.attacks if _applicable(a, attacker.model, batch, update)]
+    gradient = gradient_from_vector(model, target.candidate)
+    structure = gradient_structure(model, gradient)
+    names = [a for a in budget.attacks if _applicable(a, model, batch, update)]
     if not names:
         out.notes.append(f"{observable.observer}: {observable.name}: none of {budget.attacks} applies")
         return None
     jobs = [
         _Job(name, gradient, batch, observable_budget(budget, batch, ATTACKS[name].default_iterations),
-             budget.seed)
+             budget.seed, update.fedavg if ATTACKS[name].shares == "weights" else None)
         for name in names
     ]
     return _Plan(target, gradient, originals, labels, structure, max(j.iterations for j in jobs), jobs)
 
 
 def _attack_plans(
-    out: Assessment, attacker: _Attacker, plans: Sequence[_Plan], budget: Budget, label: str
+    rounds: Sequence[tuple[Assessment, Sequence[_Plan]]], attacker: _Attacker, budget: Budget, what: str
 ) -> None:
     """Run every plan's jobs batched, then the baselines the unrecovered ones need, then
     score and decide (rows in observation order, attacks in budget order)."""
-    attacker.run([job for plan in plans for job in plan.jobs], label or "assessment")
+    attacker.run([job for _, plans in rounds for plan in plans for job in plan.jobs], what or "assessment")
     scored: dict[int, _Scored] = {}
-    needed: dict[tuple[Any, ...], tuple[str, Sequence[torch.Tensor], int, int]] = {}
-    for plan in plans:
-        for job in plan.jobs:
-            if isinstance(job.result, Exception):
-                continue
-            scored[id(job)] = _score(job.result, plan.originals, plan.labels)
-            if scored[id(job)].psnr_best < budget.threshold_db:
-                key = attacker.baseline_key(job.name, plan.gradient, job.batch, job.iterations)
-                needed.setdefault(key, (job.name, plan.gradient, job.batch, job.iterations))
-    attacker.baselines(needed, label or "assessment")
-    for plan in plans:
-        observable = plan.target.observation
-        for job in plan.jobs:
-            if isinstance(job.result, Exception):
-                out.notes.append(f"{observable.observer}: {observable.name}: {job.name} failed: {job.result}")
-                continue
-            result = scored[id(job)]
-            baseline: list[float] = []
-            if result.psnr_best < budget.threshold_db:
-                key = attacker.baseline_key(job.name, plan.gradient, job.batch, job.iterations)
-                baseline = attacker.baseline_scores(key, plan.originals, plan.labels)
-            verdict, reason, beats = decide(
-                psnr=result.psnr_best,
-                label_accuracy=result.label_accuracy,
-                structure=plan.structure,
-                baseline_psnrs=baseline,
-                threshold_db=budget.threshold_db,
-            )
-            row = AssessmentRow(
-                protocol=out.protocol,
-                observer=observable.observer,
-                observable=observable.name,
-                kind=plan.target.kind,
-                attack=job.name,
-                psnr=result.psnr_best,
-                psnr_mean=result.psnr_mean,
-                ssim=result.ssim,
-                label_accuracy=result.label_accuracy,
-                structure=plan.structure,
-                baseline_psnr=max(baseline) if baseline else None,
-                beats_random=beats,
-                verdict=verdict,
-                reason=reason,
-                iterations=result.iterations,
-                seconds=result.seconds,
-                full_attack=True,
-                budget=job.iterations,
-                restarts=budget.restarts,
-                note=observable.note,
-            )
-            out.reconstructions[len(out.rows)] = result.images
-            out.rows.append(row)
+    needed: dict[tuple[Any, ...], tuple[_Job, Sequence[torch.Tensor]]] = {}
+    for _, plans in rounds:
+        for plan in plans:
+            for job in plan.jobs:
+                if isinstance(job.result, Exception):
+                    continue
+                scored[id(job)] = _score(job.result, plan.originals, plan.labels)
+                if scored[id(job)].psnr_best < budget.threshold_db:
+                    needed.setdefault(attacker.baseline_key(job, plan.gradient), (job, plan.gradient))
+    attacker.baselines(needed, what or "assessment")
+    for out, plans in rounds:
+        for plan in plans:
+            _decide_plan(out, attacker, plan, scored, budget)
+
+
+def _decide_plan(
+    out: Assessment, attacker: _Attacker, plan: _Plan, scored: Mapping[int, _Scored], budget: Budget
+) -> None:
+    observable = plan.target.observation
+    for job in plan.jobs:
+        if isinstance(job.result, Exception):
+            out.notes.append(f"{observable.observer}: {observable.name}: {job.name} failed: {job.result}")
+            continue
+        result = scored[id(job)]
+        baseline: list[float] = []
+        if result.psnr_best < budget.threshold_db:
+            key = attacker.baseline_key(job, plan.gradient)
+            baseline = attacker.baseline_scores(key, plan.originals, plan.labels)
+        verdict, reason, beats = decide(
+            psnr=result.psnr_best,
+            label_accuracy=result.label_accuracy,
+            structure=plan.structure,
+            baseline_psnrs=baseline,
+            threshold_db=budget.threshold_db,
+        )
+        row = AssessmentRow(
+            protocol=out.protocol,
+            observer=observable.observer,
+            observable=observable.name,
+            kind=plan.target.kind,
+            attack=job.name,
+            psnr=result.psnr_best,
+            psnr_mean=result.psnr_mean,
+            ssim=result.ssim,
+            label_accuracy=result.label_accuracy,
+            structure=plan.structure,
+            baseline_psnr=max(baseline) if baseline else None,
+            beats_random=beats,
+            verdict=verdict,
+            reason=reason,
+            iterations=result.iterations,
+            seconds=result.seconds,
+            full_attack=True,
+            budget=job.iterations,
+            restarts=budget.restarts,
+            note=observable.note,
+            stopped=result.stopped,
+            clients=tuple(int(c) for c in observable.clients),
+        )
+        out.reconstructions[len(out.rows)] = result.images
+        out.rows.append(row)

@@ -83,6 +83,12 @@ def _common(parser: argparse.ArgumentParser, *, clients: int) -> None:
         default=1,
         help="torch CPU threads (default 1: the models are tiny; more threads mostly contend)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes that share the attacks (default 2; 1: everything in this process)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -176,6 +182,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
         quick=args.quick,
         progress=not args.no_progress,
         threads=args.threads,
+        workers=args.workers,
         **extra,
     )
 
@@ -320,6 +327,7 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
         update=update_kind,
         w_before=sim.w_before,
         progress=log,
+        workers=settings.workers,
     )
     rows = [row.as_dict() for row in assessment.rows]
     assessment.notes[:0] = round_notes(result)

@@ -28,8 +28,10 @@ round is projected (from a 256-parameter probe round, linearly) to take longer t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,15 @@ from leakage.app.records import (
 from leakage.app.settings import DEFAULT_DEFENSES, Log, Settings, StepBar
 from leakage.app.simulation import Simulation, configure_device, environment, simulate
 from leakage.app.sweep import cost_curve
-from leakage.assess import Budget, UpdateKind, assess
+from leakage.assess import (
+    Assessment,
+    Budget,
+    PlannedAssessment,
+    UpdateKind,
+    attack_planned,
+    is_colluding,
+    plan_assessment,
+)
 
 if TYPE_CHECKING:  # the attack lab imports no secagg at run time
     from secagg.protocol import Protocol
@@ -59,7 +69,9 @@ __all__ = [
     "build_protocol",
     "configure_device",
     "evaluate",
+    "finish_runs",
     "run_protocol",
+    "start_protocol",
     "simulate",
     "summary_table",
 ]
@@ -120,8 +132,9 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         f"{len(names)} protocols, {len(defenses)} defenses, attacks {', '.join(settings.attacks)} on {device}"
     )
 
-    runs: list[RunRecord] = []
-    reconstructions: dict[str, dict[int, torch.Tensor]] = {}
+    # Every round first; then the observables of all of them are attacked together (one
+    # batched solve per attack, batch size and budget), then each run's record is finished.
+    pending: list[PendingRun] = []
     baselines: dict[tuple[Any, ...], list[Any]] = {}
     bar = StepBar("", enabled=settings.progress) if settings.progress else None
     for name in names:
@@ -132,7 +145,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         protocol, note = build_protocol(
             name, updates, quick=settings.quick, max_seconds=settings.max_protocol_seconds, log=log
         )
-        run, recon = run_protocol(
+        pending.append(start_protocol(
             name,
             protocol,
             updates,
@@ -142,11 +155,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             budget,
             log,
             config_note=note,
-            baseline_cache=baselines,
-            steps=bar,
-        )
-        reconstructions[name] = recon
-        runs.append(run)
+        ))
     if defenses:
         from secagg.defences.transforms import parse_transforms, relative_error
 
@@ -155,9 +164,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         for spec in defenses:
             transform = parse_transforms(spec)
             if _is_ddp(transform):
-                run, recon = _run_ddp(spec, transform, sim, settings, budget, log, baselines, bar)
-                runs.append(run)
-                reconstructions[run.name] = recon
+                pending.append(_start_ddp(spec, transform, sim, settings, budget, log))
                 continue
             defended = [np.asarray(transform.apply(g), dtype=np.float64) for g in sim.gradients]
             info = dict(transform.describe())
@@ -167,7 +174,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
                 f"{label}: one round (client 0's message"
                 f"{'' if settings.quick else ' and the aggregate'} attacked)"
             )
-            run, recon = run_protocol(
+            run = start_protocol(
                 label,
                 protocol,
                 defended,
@@ -180,11 +187,11 @@ def evaluate(settings: Settings) -> EvaluateRecord:
                 config_note="default config",
                 attack_clients=(0,),
                 include_aggregate=not settings.quick,
-                baseline_cache=baselines,
-                steps=bar,
             )
-            runs.append(dataclasses.replace(run, defense_info=info))
-            reconstructions[label] = recon
+            run.post.append(functools.partial(_with_defense_info, info=info))
+            pending.append(run)
+    runs, reconstructions = finish_runs(pending, budget, log, baseline_cache=baselines, steps=bar,
+                                        workers=settings.workers)
 
     malicious_rows: list[dict[str, Any]] = []
     malicious_images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -229,6 +236,8 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             "iterations": budget.iterations,
             "aggregate_iterations": budget.aggregate_iterations,
             "restarts": budget.restarts,
+            "plateau": budget.plateau,
+            "workers": settings.workers,
             "baseline_seeds": budget.baseline_seeds,
             "threshold_db": budget.threshold_db,
             "lr": settings.lr,
@@ -258,7 +267,19 @@ def evaluate(settings: Settings) -> EvaluateRecord:
     return record
 
 
-def run_protocol(
+@dataclass(eq=False)
+class PendingRun:
+    """A round that ran and whose observables wait to be attacked: its record so far, its
+    planned assessment (None: the round did not start), and what to apply to the
+    finished record (``post``, in order)."""
+
+    record: RunRecord
+    planned: PlannedAssessment | None
+    notes: list[str]
+    post: list[Callable[[RunRecord], RunRecord]] = field(default_factory=list)
+
+
+def start_protocol(
     label: str,
     protocol: Protocol[Any],
     updates: Sequence[np.ndarray],
@@ -272,13 +293,11 @@ def run_protocol(
     config_note: str,
     attack_clients: Sequence[int] | None = None,
     include_aggregate: bool = True,
-    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
-    steps: Callable[[int, int], None] | None = None,
     observe: Callable[[list[Any]], list[Any]] | None = None,
-) -> tuple[RunRecord, dict[int, torch.Tensor]]:
-    """One round of ``protocol`` over ``updates``, its observations attacked: the run's
-    record and the matched reconstructions by row index. ``observe`` maps the round's
-    observations first (distributed DP decodes the revealed sum)."""
+) -> PendingRun:
+    """One round of ``protocol`` over ``updates`` and its observations planned for the
+    attacks (:func:`finish_runs` attacks them). ``observe`` maps the round's observations
+    first (distributed DP decodes the revealed sum)."""
     from secagg.costs import round_costs
     from secagg.errors import SecAggError
     from secagg.round import run_round
@@ -299,15 +318,14 @@ def run_protocol(
         result = run_round(protocol, updates, weights=weights)
     except SecAggError as exc:  # refused before any message (e.g. a bit budget): a result too
         log(f"{label}: the round did not start: {type(exc).__name__}: {exc}")
-        return dataclasses.replace(header, error=f"{type(exc).__name__}: {exc}"), {}
+        return PendingRun(dataclasses.replace(header, error=f"{type(exc).__name__}: {exc}"), None, [])
     costs = round_costs(result, updates, weights=weights)
     log(
         f"{label}: round done ({costs.bytes_per_param:.2f} bytes/param, "
-        f"client {costs.client_s:.2f} s); "
-        "attacking the server views"
+        f"client {costs.client_s:.2f} s); server views planned for the attacks"
     )
     observations = result.observations()
-    assessment = assess(
+    planned = plan_assessment(
         observe(observations) if observe is not None else observations,
         sim.model,
         sim.truth,
@@ -315,23 +333,115 @@ def run_protocol(
         label=label,
         update=update_kind,
         w_before=sim.w_before,
-        progress=log,
         attack_clients=attack_clients,
         include_aggregate=include_aggregate,
-        baseline_cache=baseline_cache,
-        steps=steps,
     )
-    rows = tuple(dataclasses.replace(row, protocol=label) for row in assessment.rows)
     record = dataclasses.replace(
         header,
         error=None if result.error is None else f"{type(result.error).__name__}: {result.error}",
         costs=costs,
-        rows=rows,
-        uniformity=tuple(dataclasses.replace(u, protocol=label) for u in assessment.uniformity),
-        notes=tuple(round_notes(result) + assessment.notes),
-        verdicts=Verdicts.of(rows),
     )
-    return record, assessment.reconstructions
+    return PendingRun(record, planned, round_notes(result))
+
+
+def finish_runs(
+    pending: Sequence[PendingRun],
+    budget: Budget,
+    log: Callable[[str], None],
+    *,
+    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
+    steps: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+) -> tuple[list[RunRecord], dict[str, dict[int, torch.Tensor]]]:
+    """Attack the observables of every pending run together, then finish each run's
+    record (rows, uniformity, notes, verdicts, the plaintext reference of each row) and
+    return the records and the matched reconstructions by run name and row index."""
+    planned = [run.planned for run in pending if run.planned is not None]
+    jobs = sum(len(plan.jobs) for p in planned for plan in p.plans)
+    log(f"attacking {jobs} observable x attack pairs of {len(planned)} rounds together")
+    assessments = iter(attack_planned(planned, budget, progress=log, baseline_cache=baseline_cache,
+                                      steps=steps, what="every round", workers=workers))
+    records: list[RunRecord] = []
+    reconstructions: dict[str, dict[int, torch.Tensor]] = {}
+    for run in pending:
+        record = run.record
+        assessment = next(assessments) if run.planned is not None else Assessment(record.name)
+        if run.planned is not None:
+            rows = tuple(dataclasses.replace(row, protocol=record.name) for row in assessment.rows)
+            record = dataclasses.replace(
+                record,
+                rows=rows,
+                uniformity=tuple(dataclasses.replace(u, protocol=record.name) for u in assessment.uniformity),
+                notes=tuple(run.notes + assessment.notes),
+                verdicts=Verdicts.of(rows),
+            )
+        for post in run.post:
+            record = post(record)
+        records.append(record)
+        reconstructions[record.name] = assessment.reconstructions
+    return with_references(records), reconstructions
+
+
+def with_references(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Every row with the same attack's result at the same budget on the plaintext it
+    hides: the row of the plaintext baseline run (``plaintext-*`` with no defence, of the
+    same aggregate kind; defences ride on the FedSGD one) for the same clients."""
+    import protocols
+
+    plain: dict[str, RunRecord] = {}
+    for record in records:
+        if record.defense is None and record.protocol == protocols.baseline(record.aggregate_kind):
+            plain.setdefault(record.aggregate_kind, record)
+    out = []
+    for record in records:
+        reference = plain.get(record.aggregate_kind if record.defense is None else "sum")
+        if reference is None or reference is record:
+            out.append(record)
+            continue
+        found = {(r.attack, r.clients, r.budget, r.restarts): r for r in reference.rows
+                 if not is_colluding(r.observer)}
+        rows = []
+        for row in record.rows:
+            match = found.get((row.attack, row.clients, row.budget, row.restarts))
+            if match is not None:
+                row = dataclasses.replace(row, reference_psnr=match.psnr, reference=reference.name)
+            rows.append(row)
+        out.append(dataclasses.replace(record, rows=tuple(rows)))
+    return out
+
+
+def run_protocol(
+    label: str,
+    protocol: Protocol[Any],
+    updates: Sequence[np.ndarray],
+    weights: Sequence[float] | None,
+    update_kind: UpdateKind,
+    sim: Simulation,
+    budget: Budget,
+    log: Callable[[str], None],
+    *,
+    defense: str | None = None,
+    config_note: str,
+    attack_clients: Sequence[int] | None = None,
+    include_aggregate: bool = True,
+    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
+    steps: Callable[[int, int], None] | None = None,
+    observe: Callable[[list[Any]], list[Any]] | None = None,
+) -> tuple[RunRecord, dict[int, torch.Tensor]]:
+    """One round of ``protocol`` over ``updates``, its observations attacked: the run's
+    record and the matched reconstructions by row index (:func:`start_protocol` then
+    :func:`finish_runs` for this run alone)."""
+    run = start_protocol(
+        label, protocol, updates, weights, update_kind, sim, budget, log, defense=defense,
+        config_note=config_note, attack_clients=attack_clients, include_aggregate=include_aggregate,
+        observe=observe,
+    )
+    records, reconstructions = finish_runs([run], budget, log, baseline_cache=baseline_cache, steps=steps)
+    return records[0], reconstructions[records[0].name]
+
+
+def _with_defense_info(record: RunRecord, *, info: dict[str, Any]) -> RunRecord:
+    return dataclasses.replace(record, defense_info=info)
 
 
 def _is_ddp(transform: Any) -> bool:
@@ -340,16 +450,14 @@ def _is_ddp(transform: Any) -> bool:
     return find_ddp(transform) is not None
 
 
-def _run_ddp(
+def _start_ddp(
     spec: str,
     transform: Any,
     sim: Simulation,
     settings: Settings,
     budget: Budget,
     log: Callable[[str], None],
-    baselines: dict[tuple[Any, ...], list[float]],
-    steps: Callable[[int, int], None] | None,
-) -> tuple[RunRecord, dict[int, torch.Tensor]]:
+) -> PendingRun:
     """Distributed DP over a secure sum (secagg): the revealed sum is decoded with the round's
     public parameters and attacked; epsilon goes with the run."""
     import protocols
@@ -365,7 +473,7 @@ def _run_ddp(
     protocol, note = ddp_round.protocol(protocols.get(name), fast=settings.quick)
     label = f"{name} + {spec}"
     log(f"{label}: one round (client 0's masked message and the decoded sum attacked)")
-    run, recon = run_protocol(
+    run = start_protocol(
         label,
         protocol,
         messages,
@@ -378,15 +486,15 @@ def _run_ddp(
         config_note=note,
         attack_clients=(0,),
         include_aggregate=True,
-        baseline_cache=baselines,
-        steps=steps,
         observe=ddp_round.observations,
     )
     info = ddp_round.info()
     decoded = ddp_round.ddp.decode_sum(np.sum(messages, axis=0), n_params=sim.n_params)
     info["relative_error"] = relative_error(decoded, np.sum(sim.gradients, axis=0))
-    run = dataclasses.replace(run, defense_info=info, notes=(ddp_round.note(), *run.notes))
-    return run, recon
+    run.post.append(
+        lambda record: dataclasses.replace(record, defense_info=info, notes=(ddp_round.note(), *record.notes))
+    )
+    return run
 
 
 def round_notes(result: RoundResult) -> list[str]:

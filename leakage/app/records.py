@@ -41,12 +41,19 @@ client-side defense), one :class:`CostPoint` per point of the cost sweep, and th
     ROW = {"protocol", "observer", "observable", "kind", "attack", "psnr", "psnr_mean",
            "ssim", "label_accuracy", "structure", "baseline_psnr", "beats_random",
            "verdict", "reason", "iterations", "seconds", "full_attack", "budget",
-           "restarts", "note"}
-          (:class:`leakage.assess.AssessmentRow`; ``protocol`` is the run's name)
+           "restarts", "note", "stopped", "clients", "reference_psnr", "reference"}
+          (:class:`leakage.assess.AssessmentRow`; ``protocol`` is the run's name;
+          ``budget`` x ``restarts`` is what the attack was given, ``iterations`` the
+          steps its draws ran, ``stopped`` why it ended early ("converged", "plateau"
+          or ""); ``reference_psnr`` what the same attack at the same budget reached on
+          the plaintext of the same clients, in the run named ``reference``)
     UNIFORMITY = {"protocol", "observer", "observable", "kind", "n_bytes", "chi2",
                   "p_value", "uniform"}
 
 ``psnr`` is the best-matched image's PSNR in dB, capped at 200 (identical images).
+``settings.plateau``: the fraction a problem's best loss must fall by over 40 steps to go
+on (:class:`leakage.assess.Budget`). Rows gained ``stopped``, ``clients``,
+``reference_psnr`` and ``reference`` within version 2 (added fields only).
 Version 2 (from 1): ``costs`` is the shared cost record (``precision_error`` is now
 ``max_abs_error``; ``client_offline_s``, ``bytes_down_per_client`` and ``total_bytes``
 added), cost-curve points carry the same record, and ``threat_model`` has ``notes``.
@@ -64,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from leakage.assess import AGGREGATE, AssessmentRow, UniformityRow, is_colluding
+from leakage.metrics import RECOVERED_PSNR_DB
 
 if TYPE_CHECKING:  # the attack lab imports no secagg at run time
     from secagg.costs import RoundCosts
@@ -91,6 +99,22 @@ def summary_verdict(rows: Sequence[AssessmentRow], *, aggregate: bool) -> Verdic
     if not chosen:
         return None
     return "exposed" if any(r.verdict == "exposed" for r in chosen) else "not exposed"
+
+
+def row_sentence(row: Mapping[str, Any]) -> str:
+    """Why a row is "not exposed", in one sentence: what the same attack at the same
+    budget reached on the plaintext, what it reached here, and on random vectors."""
+    if row["verdict"] == "exposed":
+        return ""
+    budget = f"{row['budget']} steps x {row['restarts']} restarts"
+    here = f"here it reaches {row['psnr']:.1f} dB"
+    random = "" if row["baseline_psnr"] is None else f", random vectors {row['baseline_psnr']:.1f} dB"
+    reference = row.get("reference_psnr")
+    if reference is None:
+        return f"{budget}: {here}{random} (no plaintext run to compare with)"
+    recovered = reference >= RECOVERED_PSNR_DB
+    outcome = "recovers the plaintext at" if recovered else "reaches on the plaintext only"
+    return f"the same attack at the same budget ({budget}) {outcome} {reference:.1f} dB; {here}{random}"
 
 
 def colluding_verdict(rows: Sequence[AssessmentRow]) -> Verdict | None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from leakage.app.records import row_sentence
 from leakage.assess import is_colluding
 from leakage.png import encode_png, image_grid
 
@@ -251,7 +252,7 @@ def _verdict_table(rows: Sequence[dict[str, Any]]) -> str:
         "<table><tr><th>run</th><th>observer</th><th>observable</th><th>kind</th><th>attack</th>"
         "<th>PSNR dB</th><th>mean PSNR</th><th>SSIM</th><th>label acc.</th><th>structure</th>"
         "<th>random-vector PSNR</th><th>beats random</th><th>budget (steps x restarts)</th><th>steps run</th>"
-        "<th>verdict</th></tr>"
+        "<th>verdict</th><th>against the plaintext</th></tr>"
     ]
     for r in rows:
         out.append(
@@ -262,11 +263,16 @@ def _verdict_table(rows: Sequence[dict[str, Any]]) -> str:
             f'<td class="num">{_num(r["structure"])}</td><td class="num">{_num(r["baseline_psnr"], 1)}</td>'
             f'<td>{_num(r["beats_random"])}</td>'
             f'<td class="num">{r.get("budget", "?")} x {r.get("restarts", "?")}</td>'
-            f'<td class="num">{r["iterations"]}</td>'
-            f"{_verdict_cell(r['verdict'], r['reason'])}</tr>"
+            f'<td class="num">{r["iterations"]}{_stopped(r)}</td>'
+            f"{_verdict_cell(r['verdict'], r['reason'])}<td>{_e(row_sentence(r))}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)
+
+
+def _stopped(row: dict[str, Any]) -> str:
+    reason = row.get("stopped") or ""
+    return f' <span class="muted">({_e(reason)})</span>' if reason else ""
 
 
 def _uniformity_table(runs: Sequence[dict[str, Any]]) -> str:

@@ -154,14 +154,15 @@ Redraw = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True, eq=False)
 class LanesResult:
     """Per lane: the best point seen and its loss relative to the lane's ``scale`` (inf if
-    no finite loss was read), the optimiser steps it ran, the evaluations it took and how
-    many times it died and was redrawn."""
+    no finite loss was read), the optimiser steps it ran, the evaluations it took, how
+    many times it died and was redrawn, and whether its group was stopped on a plateau."""
 
     best: torch.Tensor
     best_loss: torch.Tensor
     steps: torch.Tensor
     evaluations: torch.Tensor
     redraws: torch.Tensor
+    plateaued: torch.Tensor | None = None
 
 
 def minimise_lanes(
@@ -179,6 +180,8 @@ def minimise_lanes(
     patience: int = 2,
     redraw: Redraw | None = None,
     progress: Callable[[int, int], None] | None = None,
+    plateau: float = 0.0,
+    plateau_checks: int = 4,
 ) -> LanesResult:
     """Minimise every lane of ``start`` [L, D] for up to ``steps`` L-BFGS steps.
 
@@ -191,6 +194,10 @@ def minimise_lanes(
     finishes. Once a lane of a group is below ``settled``, the group's other lanes finish
     and that best lane runs on (a restart is only worth running while no draw has found
     the basin).
+    With ``plateau`` > 0, a group whose best relative loss (over all its lanes, redraws
+    included) fell by less than that fraction over the last ``plateau_checks`` checks has
+    plateaued: its lanes finish (best points kept). The rule reads only the loss, so it
+    stops a problem the same way whatever the observation was.
     Finished lanes leave the batch, so they cost nothing afterwards.
     """
     device = start.device
@@ -206,6 +213,9 @@ def minimise_lanes(
     draw_best = torch.full((lanes,), float("inf"), device=device, dtype=torch.float64)
     checked_best = torch.full((lanes,), float("inf"), dtype=torch.float64)
     flat_checks = torch.zeros(lanes, dtype=torch.int64)
+    plateaued = torch.zeros(lanes, dtype=torch.bool)
+    group_cpu = groups.cpu()
+    group_history: dict[int, list[float]] = {}  # group -> its best relative loss per check
 
     active = torch.arange(lanes, device=device)  # lane indices still in the batch
     on_cpu = device.type == "cpu"
@@ -288,6 +298,14 @@ def minimise_lanes(
         in_solved = torch.tensor(
             [g in solved_groups or (g in leader and leader[g][1] != position)
              for position, g in enumerate(active_groups)], dtype=torch.bool)
+        if plateau > 0:
+            stalled_groups = _plateaued_groups(set(active_groups) - solved_groups, group_cpu,
+                                               best_loss.cpu() / scale.cpu(), group_history,
+                                               plateau, plateau_checks)
+            if stalled_groups:
+                stop = torch.tensor([g in stalled_groups for g in active_groups], dtype=torch.bool)
+                plateaued[active_cpu[stop]] = True
+                in_solved = in_solved | stop
         draw = draw_best[active].cpu() / scale[active].cpu()
         new_best = draw < checked_best[active_cpu]
         flat_checks[active_cpu] = torch.where(new_best, 0, flat_checks[active_cpu] + 1)
@@ -321,4 +339,18 @@ def minimise_lanes(
             loss_prev, has_prev, vanished = loss_prev[keep], has_prev[keep], vanished[keep]
             memory.keep(keep)
     relative = best_loss.cpu() / scale.cpu()
-    return LanesResult(best.detach(), relative, steps_run, evaluations, redraws)
+    return LanesResult(best.detach(), relative, steps_run, evaluations, redraws, plateaued)
+
+
+def _plateaued_groups(active: set[int], groups: torch.Tensor, relative: torch.Tensor,
+                      history: dict[int, list[float]], plateau: float, checks: int) -> set[int]:
+    """The active groups whose best relative loss fell by less than ``plateau`` (a
+    fraction) over the last ``checks`` checks; records this check in ``history``."""
+    stalled = set()
+    for g in active:
+        best = float(relative[groups == g].min())
+        past = history.setdefault(g, [])
+        past.append(best)
+        if len(past) > checks and not best < (1.0 - plateau) * past[-1 - checks]:
+            stalled.add(g)
+    return stalled

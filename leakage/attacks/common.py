@@ -31,6 +31,8 @@ class AttackResult:
     ``loss`` is the attack's final objective: DLG/iDLG the gradient distance relative to
     ``||observed||^2``; IG ``1 - cos + tv``; analytic attacks a residual (0 for (a)).
     ``iterations`` counts optimiser steps over all restarts (1 for analytic attacks).
+    ``stopped`` says why an iterative attack ended before its budget: ``converged``,
+    ``plateau`` (its loss stopped falling), or "" (it ran its budget, or is not iterative).
     """
 
     attack: str
@@ -40,6 +42,7 @@ class AttackResult:
     iterations: int
     seconds: float
     device: str = "cpu"
+    stopped: str = ""
 
     @property
     def iterations_per_second(self) -> float:

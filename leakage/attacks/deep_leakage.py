@@ -54,6 +54,10 @@ SETTLED = 1e-4
 CHECK_EVERY = 10  # steps between checks (each check syncs the host)
 # Checks in a row without a new lowest loss after which a lane counts as stuck (dead).
 PATIENCE = 2
+# With a plateau rule (``solve_matching(plateau=...)``): checks over which a problem's best
+# loss must fall by that fraction to go on; longer than PATIENCE, so a redrawn lane has
+# two checks to beat the problem's best before the problem stops.
+PLATEAU_CHECKS = 4
 INITS = ("auto", "normal", "uniform", "grey")
 # Smoothness prior (squared differences of neighbouring pixels, the l2 total variation of
 # Yin et al. 2021 / Geiping et al. 2020's TV in its smooth form), relative to the
@@ -280,9 +284,12 @@ def solve_matching(
     init: str = "auto",
     prior: float | None = None,
     progress: ProgressFn | None = None,
+    plateau: float = 0.0,
 ) -> list[AttackResult]:
     """Invert every problem with ``restarts`` lanes of ``iterations`` L-BFGS steps each,
     all in one batched solve; one :class:`AttackResult` per problem (its best lane).
+    ``plateau`` > 0: a problem whose best loss fell by less than that fraction over the
+    last ``PLATEAU_CHECKS`` checks stops (see :func:`minimise_lanes`; 0: never).
 
     Every problem must share the label mode (all DLG or all iDLG) and ``batch_size``.
     ``prior``: weight of the smoothness prior (see :data:`PRIOR`; None:
@@ -359,6 +366,7 @@ def solve_matching(
             scale=scale[lane_problem], groups=lane_problem.to(target), converged=converged,
             settled=SETTLED,
             check_every=CHECK_EVERY, patience=PATIENCE, redraw=draw, progress=on_step,
+            plateau=plateau, plateau_checks=PLATEAU_CHECKS,
         )
     out = []
     c, h, w = input_shape
@@ -372,9 +380,13 @@ def solve_matching(
             labels = x[image_dim:].view(batch_size, num_classes).argmax(dim=-1)
         else:
             labels = problem.labels.detach().cpu()
+        loss = float(result.best_loss[best_lane])
+        stopped = "converged" if loss < converged else ""
+        if not stopped and result.plateaued is not None and bool(result.plateaued[own].any()):
+            stopped = "plateau"
         out.append(AttackResult(
-            name, images, labels.to(torch.int64), float(result.best_loss[best_lane]),
-            int(result.steps[own].sum()), timer.seconds / count, str(target),
+            name, images, labels.to(torch.int64), loss,
+            int(result.steps[own].sum()), timer.seconds / count, str(target), stopped,
         ))
     return out
 

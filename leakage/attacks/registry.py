@@ -52,6 +52,9 @@ class AttackRequest:
     fedavg: FedAvgSpec | None
     tv_weight: float
     progress: ProgressFn | None
+    # Batched DLG/iDLG: stop a problem whose best loss fell by less than this fraction
+    # over the last few checks (0: run every step of the budget).
+    plateau: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def _run_matching_many(name: str, requests: Sequence[AttackRequest]) -> list[Att
         name, first.model, problems, input_shape=first.input_shape,
         num_classes=first.num_classes, batch_size=first.batch_size,
         iterations=first.iterations, restarts=first.restarts or 4, device=first.device,
-        progress=first.progress,
+        progress=first.progress, plateau=first.plateau,
     )
 
 
@@ -190,6 +193,38 @@ def _run_ig_fedavg(request: AttackRequest) -> AttackResult:
     if request.fedavg is None:
         raise AttackConfigError("ig-fedavg needs fedavg=FedAvgSpec(lr, local_steps); got None")
     return _run_ig(request, request.fedavg)
+
+
+def _run_ig_many(requests: Sequence[AttackRequest]) -> list[AttackResult]:
+    """IG (or ig-fedavg) on many requests sharing model, shape, batch, steps, restarts,
+    device and local training, as one batched computation."""
+    from leakage.attacks.inverting import inverting_gradients_many
+
+    if not requests:
+        return []
+    first = requests[0]
+    return inverting_gradients_many(
+        first.model, [r.observed for r in requests], [r.seed for r in requests],
+        input_shape=first.input_shape, num_classes=first.num_classes, batch_size=first.batch_size,
+        iterations=first.iterations, device=first.device, restarts=first.restarts or 4,
+        tv_weight=first.tv_weight, progress=first.progress,
+    )
+
+
+def _run_ig_fedavg_many(requests: Sequence[AttackRequest]) -> list[AttackResult]:
+    from leakage.attacks.inverting import inverting_gradients_many
+
+    if not requests:
+        return []
+    first = requests[0]
+    if first.fedavg is None or any(r.fedavg != first.fedavg for r in requests):
+        raise AttackConfigError("ig-fedavg needs one fedavg=FedAvgSpec(lr, local_steps) for every request")
+    return inverting_gradients_many(
+        first.model, [r.observed for r in requests], [r.seed for r in requests],
+        input_shape=first.input_shape, num_classes=first.num_classes, batch_size=first.batch_size,
+        iterations=first.iterations, device=first.device, restarts=first.restarts or 4,
+        tv_weight=first.tv_weight, fedavg=first.fedavg, progress=first.progress,
+    )
 
 
 def _run_analytic(which: str) -> Callable[[AttackRequest], AttackResult]:
@@ -271,10 +306,10 @@ ATTACKS: Mapping[str, Attack] = _registry(
     Attack("idlg", "iDLG (Zhao et al. 2020): label from the last layer's gradient, then DLG",
            _run_idlg, default_iterations=300, run_many=_run_idlg_many),
     Attack("ig", "Inverting Gradients (Geiping et al. 2020): cosine distance + TV prior, Adam",
-           _run_ig_gradient, default_iterations=2000),
+           _run_ig_gradient, default_iterations=2000, run_many=_run_ig_many),
     Attack("ig-fedavg", "Inverting Gradients against a FedAvg weight update (Geiping et al. 2020)",
            _run_ig_fedavg, default_iterations=2000, not_applicable=_needs_weights,
-           prepare=_gradient_to_update, shares="weights"),
+           prepare=_gradient_to_update, shares="weights", run_many=_run_ig_fedavg_many),
     Attack("analytic", "closed-form input from a first fully connected layer (Phong et al. 2017)",
            _run_analytic("analytic"), not_applicable=_needs_first_linear_single,
            default_model="mlp", iterative=False),

@@ -50,6 +50,10 @@ ROW_KEYS = {
     "budget",
     "restarts",
     "note",
+    "stopped",
+    "clients",
+    "reference_psnr",
+    "reference",
 }
 COST_KEYS = {
     "client_s",
@@ -165,6 +169,21 @@ def test_results_json_matches_the_schema(report):
     for name in protocols.available():
         if not protocols.get(name).is_baseline:
             assert by_name[name]["verdicts"]["client_messages"] == "not exposed", name
+    # Every row of a protocol that is not a baseline carries what the same attack at the
+    # same budget reached on the plaintext of the same clients (the baseline run's row).
+    plain = {run["aggregate_kind"]: run for run in record["runs"] if run["name"].startswith("plaintext-")
+             and run["defense"] is None}
+    for run in record["runs"]:
+        if run["name"].startswith("plaintext-") and run["defense"] is None:
+            continue
+        reference = plain["sum" if run["defense"] else run["aggregate_kind"]]
+        by_key = {(r["attack"], tuple(r["clients"])): r for r in reference["rows"]}
+        for row in run["rows"]:
+            match = by_key[(row["attack"], tuple(row["clients"]))]
+            assert row["reference"] == reference["name"]
+            assert row["reference_psnr"] == match["psnr"]
+            assert (row["budget"], row["restarts"]) == (match["budget"], match["restarts"])
+    assert record["settings"]["plateau"] > 0
     assert {p["protocol"] for p in record["cost_curve"]} == set(protocols.available())
     for point in record["cost_curve"]:
         assert set(point) == {"protocol", "n_params", "n_clients", "config_note"} | COST_KEYS

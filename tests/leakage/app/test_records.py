@@ -52,3 +52,20 @@ def test_a_round_that_did_not_start_serialises_with_no_costs() -> None:
     assert data["runs"][0]["costs"] is None and data["runs"][0]["rows"] == []
     assert data["runs"][0]["verdicts"] == {"client_messages": None, "aggregate": None}
     assert record.run("x") is run
+
+
+def test_a_not_exposed_row_says_what_the_same_attack_did_on_the_plaintext() -> None:
+    import dataclasses
+
+    row = dataclasses.replace(
+        _row("server", "client-0 EncryptedUpdate", "not exposed"), psnr=5.4, baseline_psnr=5.6,
+        budget=150, restarts=4, reference_psnr=43.5, reference="plaintext-fedavg",
+    ).as_dict()
+    assert records.row_sentence(row) == (
+        "the same attack at the same budget (150 steps x 4 restarts) recovers the plaintext at "
+        "43.5 dB; here it reaches 5.4 dB, random vectors 5.6 dB"
+    )
+    hard = dict(row, reference_psnr=6.3)
+    assert "reaches on the plaintext only 6.3 dB" in records.row_sentence(hard)
+    assert "no plaintext run" in records.row_sentence(dict(row, reference_psnr=None))
+    assert records.row_sentence(dict(row, verdict="exposed")) == ""
