@@ -496,8 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resolution-images", type=int, default=5,
                         help="reach: images per resolution")
     parser.add_argument("--init", default="auto", choices=("auto", "normal", "uniform", "grey"),
-                        help="reach: starting point (auto: grey where the smoothness prior is "
-                        "on, i.e. batches and sizes above 32x32, else the paper's normal)")
+                        help="reach: starting point (auto: grey, 0.5 plus noise of 0.05)")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     if args.speed_only is not None or args.reach_only or args.dlg_only:
