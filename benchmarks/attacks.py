@@ -8,7 +8,7 @@ loop (Zhu et al. 2019; the authors published it as mit-han-lab/dlg).
 Writes ``attacks.json`` (and ``attacks_dlg.png``) into ``--out``; :func:`run` returns
 the same record for ``python -m benchmarks`` (``--quick``: two images, short runs, so
 the targets are not expected to hold there). Quality targets,
-checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 8 of 10 images,
+checked in the JSON under ``targets``: DLG PSNR >= 30 dB on >= 9 of 10 images (issue 15),
 iDLG label accuracy 100 %, analytic FC attack MSE < 1e-10, and our DLG faster than the
 reference loop on the same images in the same run (a ratio, because machines are noisy).
 Needs only torch and numpy (plus this repository).
@@ -327,6 +327,25 @@ def reach(
             "batches": batch_rows, "resolutions": resolution_rows, "targets": targets}
 
 
+def dlg_only(count: int, device: torch.device, *, cifar10: str | None = None,
+             show: bool = False) -> dict[str, Any]:
+    """Issue 15's batch-1 bar alone: DLG at its default budget on ``count`` images at
+    32x32 (the embedded ones as in :func:`run`, or CIFAR-10 test images from a local
+    directory, spread over the classes); >= 30 dB on >= 9 of 10."""
+    from leakage.data import load_cifar
+
+    source = load_embedded() if cifar10 is None else load_cifar(cifar10)
+    data = source.select(spread_indices(source.labels, count))
+    row = _run("dlg", data, model_name="lenet", width=None, iterations=None, restarts=None,
+               device=device, show=show)
+    row.pop("_reconstructions", None)
+    good = sum(r["psnr"] >= 30.0 for r in row["per_image"])
+    targets = {"dlg_images_psnr_ge_30": good, "dlg_images": len(data),
+               "dlg_psnr_target_met": good >= math.ceil(0.9 * len(data))}
+    return {"benchmark": "attacks-dlg", "data": "embedded" if cifar10 is None else "cifar10",
+            "environment": _environment(device), "targets": targets, "dlg": row}
+
+
 @dataclass(frozen=True)
 class Plan:
     """How much :func:`run` does. ``quick``: two images, short runs, under a minute on
@@ -416,7 +435,7 @@ def _run_plan(
     targets = {
         "dlg_images_psnr_ge_30": dlg_good,
         "dlg_images": count,
-        "dlg_psnr_target_met": dlg_good >= math.ceil(0.8 * count),
+        "dlg_psnr_target_met": dlg_good >= math.ceil(0.9 * count),
         "idlg_label_accuracy": results["idlg"]["label_accuracy_all_images"],
         "idlg_label_target_met": results["idlg"]["label_accuracy_all_images"] == 1.0,
         "analytic_fc_max_mse": results["analytic"]["mse"]["max"],
@@ -463,6 +482,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--slow-images images, and 8 restarts vs 1); writes attacks_speed.json")
     parser.add_argument("--reach-only", action="store_true",
                         help="only the reach table (issue 15); writes attacks_reach.json")
+    parser.add_argument("--dlg-only", action="store_true",
+                        help="only DLG at batch 1, 32x32, on --images images (default 10) at the "
+                        "attack's default budget; writes attacks_dlg.json")
+    parser.add_argument("--cifar10", default=None, metavar="DIR",
+                        help="with --dlg-only: CIFAR-10 test images from this local directory "
+                        "(python pickle batches) instead of the embedded ones")
     parser.add_argument("--batches", default="1,2,4,8", help="reach: batch sizes at 32x32")
     parser.add_argument("--resolutions", default="16,32,48,64", help="reach: sizes at batch 1")
     parser.add_argument("--steps-per-image", type=int, default=300,
@@ -471,15 +496,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resolution-images", type=int, default=5,
                         help="reach: images per resolution")
     parser.add_argument("--init", default="auto", choices=("auto", "normal", "uniform", "grey"),
-                        help="reach: starting point (auto: grey where the smoothness prior is "
-                        "on, i.e. batches and sizes above 32x32, else the paper's normal)")
+                        help="reach: starting point (auto: grey, 0.5 plus noise of 0.05)")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
-    if args.speed_only is not None or args.reach_only:
+    if args.speed_only is not None or args.reach_only or args.dlg_only:
         torch.set_num_threads(max(1, args.threads))
         device = resolve_device(args.device)
         out.mkdir(parents=True, exist_ok=True)
-        if args.speed_only is not None:
+        if args.dlg_only:
+            record = dlg_only(args.images or 10, device, cifar10=args.cifar10,
+                              show=not args.no_progress)
+            name = "attacks_dlg.json"
+        elif args.speed_only is not None:
             few = held_out(32, args.slow_images or 3)
             speed = speed_ratios(few, device, steps=args.speed_only)
             record = {"benchmark": "attacks-speed", "environment": _environment(device),

@@ -218,6 +218,7 @@ def minimise_lanes(
     group_history: dict[int, list[float]] = {}  # group -> its best relative loss per check
 
     active = torch.arange(lanes, device=device)  # lane indices still in the batch
+    on_cpu = device.type == "cpu"
     x = start.detach().clone()
     memory = BatchedLBFGS(lanes, dim, history=history, device=device, dtype=start.dtype)
     x_prev = torch.zeros_like(x)
@@ -274,7 +275,9 @@ def minimise_lanes(
             loss_prev = loss
             has_prev = moving
             x = x + torch.where(moving[:, None], movement, 0.0)
-            if (evals_this_step % 5 == 0) and bool(idle.all()):
+            # Every lane idle ends the step (as torch.optim.LBFGS breaks on its
+            # tolerances); on a GPU only every 5th evaluation reads it back (a sync).
+            if (on_cpu or evals_this_step % 5 == 0) and bool(idle.all()):
                 break
         active_cpu = active.cpu()
         steps_run[active_cpu] += 1
@@ -308,7 +311,10 @@ def minimise_lanes(
         flat_checks[active_cpu] = torch.where(new_best, 0, flat_checks[active_cpu] + 1)
         checked_best[active_cpu] = torch.minimum(draw, checked_best[active_cpu])
         last_finite = torch.isfinite(loss).cpu()
+        # A lane below ``settled`` is in the basin: it may stall there (float32 floor), but
+        # a fresh draw would only throw that away.
         dead = (~last_finite | vanished.cpu() | (flat_checks[active_cpu] >= patience)) & ~done
+        dead = dead & ~(current < settled)
         finish = done | in_solved
         if redraw is not None and bool((dead & ~finish).any()):
             local = torch.nonzero(dead & ~finish).flatten()

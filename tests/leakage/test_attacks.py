@@ -242,6 +242,27 @@ def test_dead_lane_restarts_from_a_fresh_draw(poison):
     assert float(result.best_loss.max()) < 1e-12
 
 
+def test_a_settled_lane_that_stalls_is_not_redrawn():
+    """Below ``settled`` a lane that stops improving (a float32 floor) keeps its point;
+    above it the same stall counts as dead and is redrawn."""
+    from leakage.attacks.batched_lbfgs import minimise_lanes
+
+    floors = torch.tensor([1e-6, 0.5])  # lane 0 stalls in the basin, lane 1 far from it
+
+    def objective(x, lanes):
+        return (x ** 2).sum(1) + floors[lanes], 2 * x
+
+    draws: list[int] = []
+
+    def redraw(lanes):
+        draws.extend(lanes.tolist())
+        return torch.zeros(len(lanes), 2)
+
+    minimise_lanes(objective, torch.ones(2, 2), steps=40, scale=torch.ones(2), converged=0.0,
+                   settled=1e-4, check_every=2, patience=2, redraw=redraw)
+    assert 0 not in draws and 1 in draws
+
+
 def test_batched_lbfgs_direction_is_the_two_loop_recursion():
     """The compact form gives the same -H g as torch.optim.LBFGS's two-loop recursion,
     per lane, including a lane that rejected a pair."""
