@@ -102,7 +102,47 @@ def build_protocol(
     note = "fast_config (--quick)" if quick else choice.note
     if choice.note.startswith("fast_config (secure default"):
         log(f"{name}: {choice.note}; running its fast_config instead")
+    elif not quick and cls.fast_config:
+        # The round's projection leaves out turning it into observations, where a
+        # protocol with coalitions decrypts every client's message once per coalition
+        # (paillier-naive-threshold: per parameter, minutes at LeNet's size).
+        observe_s = observation_seconds(choice.protocol, len(updates), int(updates[0].size))
+        if observe_s > max_seconds:
+            note = f"fast_config (secure default's server views projected at {observe_s:.0f} s)"
+            log(f"{name}: {note}; running its fast_config instead")
+            fast = choose_config(
+                cls, fast=True, n_clients=len(updates), n_params=int(updates[0].size),
+                max_seconds=max_seconds, max_abs=float(max(np.abs(u).max() for u in updates)),
+            )
+            return fast.protocol, note
     return choice.protocol, note
+
+
+def observation_seconds(protocol: Protocol[Any], n_clients: int, n_params: int) -> float:
+    """Seconds that turning a round of ``n_clients`` x ``n_params`` into observations
+    (every server's view, every coalition's pooled view) is projected to take: one probe
+    round of ``n_clients`` x 16 parameters, scaled linearly in parameters (0: the probe
+    round was refused; the round itself will say why). 16, not the round probe's 256:
+    paillier-naive-threshold's coalitions took ~110 s over 256 parameters here. A packed
+    protocol's views cost per ciphertext, so the projection errs high for it."""
+    from secagg.errors import SecAggError
+    from secagg.round import run_round
+
+    rng = np.random.default_rng(0)  # simulation data, never key material
+    bound = protocol.input_bound if protocol.input_bound is not None else 1.0
+    params = min(OBSERVE_PROBE_PARAMS, n_params)
+    updates = [rng.uniform(-bound / 2, bound / 2, params) for _ in range(n_clients)]
+    weights = [1.0] * n_clients if protocol.aggregate_kind == "weighted_mean" else None
+    try:
+        result = run_round(protocol, updates, weights=weights)
+        began = time.perf_counter()
+        result.observations()
+    except SecAggError:
+        return 0.0
+    return (time.perf_counter() - began) * n_params / params
+
+
+OBSERVE_PROBE_PARAMS = 16
 
 
 def _threat(protocol: Protocol[Any]) -> dict[str, Any]:
