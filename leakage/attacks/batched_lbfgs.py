@@ -182,6 +182,7 @@ def minimise_lanes(
     progress: Callable[[int, int], None] | None = None,
     plateau: float = 0.0,
     plateau_checks: int = 4,
+    plateau_from: int = 0,
 ) -> LanesResult:
     """Minimise every lane of ``start`` [L, D] for up to ``steps`` L-BFGS steps.
 
@@ -197,7 +198,9 @@ def minimise_lanes(
     With ``plateau`` > 0, a group whose best relative loss (over all its lanes, redraws
     included) fell by less than that fraction over the last ``plateau_checks`` checks has
     plateaued: its lanes finish (best points kept). The rule reads only the loss, so it
-    stops a problem the same way whatever the observation was.
+    stops a problem the same way whatever the observation was. It starts counting at step
+    ``plateau_from`` (checks before it are not recorded): a caller whose objective still
+    changes with the step (a decaying prior) holds it off until the objective has settled.
     Finished lanes leave the batch, so they cost nothing afterwards.
     """
     device = start.device
@@ -298,7 +301,7 @@ def minimise_lanes(
         in_solved = torch.tensor(
             [g in solved_groups or (g in leader and leader[g][1] != position)
              for position, g in enumerate(active_groups)], dtype=torch.bool)
-        if plateau > 0:
+        if plateau > 0 and step + 1 >= plateau_from:
             stalled_groups = _plateaued_groups(set(active_groups) - solved_groups, group_cpu,
                                                best_loss.cpu() / scale.cpu(), group_history,
                                                plateau, plateau_checks)

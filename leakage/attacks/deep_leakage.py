@@ -72,6 +72,10 @@ PRIOR = 3e-3
 PRIOR_EVERY = 100
 PRIOR_DECAY = 10.0
 PRIOR_FLOOR = 1e-9  # below this weight the prior is switched off
+# With a prior, the plateau rule (``solve_matching(plateau=...)``) starts only after this
+# many decays: while the prior is large the loss balances prior against match and can
+# look flat long before the match has finished (a batch of 8 is still moving at step 150).
+PLATEAU_AFTER_DECAYS = 2
 
 
 def default_prior(batch_size: int, input_shape: tuple[int, int, int]) -> float:
@@ -370,6 +374,7 @@ def solve_matching(
             settled=SETTLED,
             check_every=CHECK_EVERY, patience=PATIENCE, redraw=draw, progress=on_step,
             plateau=plateau, plateau_checks=PLATEAU_CHECKS,
+            plateau_from=PLATEAU_AFTER_DECAYS * PRIOR_EVERY if weight > 0.0 else 0,
         )
     out = []
     c, h, w = input_shape

@@ -55,3 +55,23 @@ def test_inverting_gradients_many_matches_one_by_one(tiny):
         assert abs(a.loss - b.loss) < 1e-5
     with pytest.raises(AttackConfigError, match="one seed per observation"):
         inverting_gradients_many(net, gradients, [0], input_shape=(3, 8, 8), num_classes=10)
+
+
+def test_plateau_rule_waits_for_plateau_from():
+    """A group whose loss cannot fall plateaus at the first check once the rule counts,
+    and not before ``plateau_from`` (a decaying prior holds the rule off)."""
+    from leakage.attacks.batched_lbfgs import minimise_lanes
+
+    def flat(x, lanes):  # a constant loss whatever the step: nothing to gain
+        return torch.ones(lanes.numel(), dtype=x.dtype), torch.ones_like(x)
+
+    start = torch.zeros(2, 3, dtype=torch.float64)
+    def run(plateau, plateau_from=0):
+        return minimise_lanes(flat, start, steps=300, scale=torch.ones(2), plateau=plateau,
+                              plateau_checks=4, check_every=10, patience=1000, plateau_from=plateau_from)
+
+    early, late, never = run(0.05), run(0.05, plateau_from=200), run(0.0)
+    assert not bool(never.plateaued.any()) and int(never.steps.max()) == 300
+    assert bool(early.plateaued.all()) and bool(late.plateaued.all())
+    assert int(early.steps.max()) == 50  # the 5th check: 4 checks back from it, no fall
+    assert int(late.steps.max()) == 240  # counting starts at step 200, stops 4 checks on
