@@ -15,8 +15,9 @@ TINY = ["--quick", "--model", "mlp", "--width", "8", "--resolution", "4", "--cli
 
 def test_assess_two_server_with_ddp_rows_carry_epsilon(tmp_path, capsys) -> None:
     threads = torch.get_num_threads()
+    # iDLG only, as in test_evaluate_runs_ddp_over_secagg below (IG's prior at 4x4).
     status = main(["assess", "--protocol", "two-server", "--defense", "ddp:eps=3,bits=16", *TINY,
-                   "--out", str(tmp_path), "--json"])
+                   "--attacks", "idlg", "--out", str(tmp_path), "--json"])
     torch.set_num_threads(threads)
     assert status == 0
     record = json.loads(capsys.readouterr().out)
@@ -55,8 +56,11 @@ def test_assess_reports_a_bit_width_that_fits(tmp_path, capsys) -> None:
 
 def test_evaluate_runs_ddp_over_secagg(tmp_path) -> None:
     threads = torch.get_num_threads()
+    # iDLG only: at this toy size (4x4 images) Inverting Gradients' TV prior alone can reach
+    # the 20 dB threshold from noise (CI once: 20.3 dB on the DDP sum), and a row at or
+    # above the threshold is not compared with random vectors (README Known limits).
     status = main(["evaluate", *TINY, "--protocols", "plaintext-fedsgd", "--cost-sizes", "200",
-                   "--defenses", "ddp:eps=3,bits=16", "--out", str(tmp_path)])
+                   "--attacks", "idlg", "--defenses", "ddp:eps=3,bits=16", "--out", str(tmp_path)])
     torch.set_num_threads(threads)
     assert status == 0
     record = json.loads((tmp_path / "results.json").read_text())
