@@ -158,26 +158,12 @@ def inverting_gradients(
     step_and_loss = torch.func.grad(objective, has_aux=True)
     generator = torch.Generator().manual_seed(seed)
     dummy = torch.rand((restarts, batch_size, *input_shape), generator=generator).to(target)
-    dummy.requires_grad_(True)
-    optimizer = torch.optim.Adam([dummy], lr=lr)
-    milestones = [iterations * 3 // 8, iterations * 5 // 8, iterations * 7 // 8]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
-    with Timer(target) as timer:
-        for step in range(iterations):
-            grad, _ = step_and_loss(dummy.detach())
-            dummy.grad = grad.sign()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                dummy.clamp_(0.0, 1.0)
-            if progress is not None:
-                progress(step + 1, iterations)
-        _, final = step_and_loss(dummy.detach())
-        best = int(torch.nan_to_num(final, nan=math.inf).argmin())
+    final, seconds = _signed_adam(step_and_loss, dummy, lr, iterations, target, progress)
+    best = int(torch.nan_to_num(final, nan=math.inf).argmin())
     return AttackResult(
         "ig" if fedavg is None else "ig-fedavg",
         torch.nan_to_num(dummy.detach()[best], nan=0.0).clamp(0.0, 1.0).cpu(),
-        labels.cpu().to(torch.int64), float(final[best]), iterations, timer.seconds, str(target),
+        labels.cpu().to(torch.int64), float(final[best]), iterations, seconds, str(target),
     )
 
 
@@ -243,6 +229,27 @@ def inverting_gradients_many(
         torch.rand((restarts, batch_size, *input_shape), generator=torch.Generator().manual_seed(seed))
         for seed in seeds
     ]).to(target)
+    final, seconds = _signed_adam(step_and_loss, dummy, lr, iterations, target, progress)
+    final = torch.nan_to_num(final, nan=math.inf).view(count, restarts).cpu()
+    images = torch.nan_to_num(dummy.detach(), nan=0.0).clamp(0.0, 1.0).cpu().view(
+        count, restarts, batch_size, *input_shape)
+    out = []
+    for p in range(count):
+        best = int(final[p].argmin())
+        out.append(AttackResult(
+            "ig" if fedavg is None else "ig-fedavg", images[p, best], labels[p].cpu().to(torch.int64),
+            float(final[p, best]), iterations, seconds / count, str(target),
+        ))
+    return out
+
+
+def _signed_adam(step_and_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                 dummy: torch.Tensor, lr: float, iterations: int, target: torch.device,
+                 progress: Callable[[int, int], None] | None,
+                 ) -> tuple[torch.Tensor, float]:
+    """Geiping et al.'s optimiser in place on ``dummy``: Adam on the sign of the gradient,
+    the learning rate divided by 10 at 3/8, 5/8 and 7/8 of the steps, pixels clamped to
+    [0, 1]. Returns the final per-restart losses and the seconds taken."""
     dummy.requires_grad_(True)
     optimizer = torch.optim.Adam([dummy], lr=lr)
     milestones = [iterations * 3 // 8, iterations * 5 // 8, iterations * 7 // 8]
@@ -258,14 +265,4 @@ def inverting_gradients_many(
             if progress is not None:
                 progress(step + 1, iterations)
         _, final = step_and_loss(dummy.detach())
-    final = torch.nan_to_num(final, nan=math.inf).view(count, restarts).cpu()
-    images = torch.nan_to_num(dummy.detach(), nan=0.0).clamp(0.0, 1.0).cpu().view(
-        count, restarts, batch_size, *input_shape)
-    out = []
-    for p in range(count):
-        best = int(final[p].argmin())
-        out.append(AttackResult(
-            "ig" if fedavg is None else "ig-fedavg", images[p, best], labels[p].cpu().to(torch.int64),
-            float(final[p, best]), iterations, timer.seconds / count, str(target),
-        ))
-    return out
+    return final, timer.seconds
