@@ -13,7 +13,8 @@ An observation says who saw it (``observer``), what it is (``name``: the message
 (``kind``), the attacker's best candidate in *update space* (``vector``: the same space
 as the clients' inputs to the protocol, gradients or weights; for an observation over
 several clients, their mean update; None when the message carries too little to form
-one), and the payload bytes (for tests of their distribution).
+one), and the payload bytes (for tests of their distribution: for a ``ring`` reading only
+the ring elements as they travel, so the message's framing and lengths do not count).
 
 Kinds:
 
@@ -39,10 +40,10 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from secagg.encoding import FixedPoint
+from secagg.encoding import FixedPoint, is_packed
 from secagg.errors import ConfigError
 from secagg.party import Received, Revealed, party_name
-from secagg.wire import Payload, payload_bytes
+from secagg.wire import Payload, pack_bits, payload_bytes
 
 ObservationKind = Literal["plaintext", "ring", "ciphertext", "bytes", "too-small", "aggregate", "colluding"]
 KINDS: tuple[str, ...] = get_args(ObservationKind)
@@ -76,11 +77,13 @@ class Observation:
 
 @dataclass(frozen=True)
 class Reading:
-    """What an attacker makes of one payload: its kind, the candidate (or None), a note."""
+    """What an attacker makes of one payload: its kind, the candidate (or None), a note,
+    and (``data``) the bytes a uniformity test should cover when not the whole payload."""
 
     kind: ObservationKind
     vector: np.ndarray | None
     note: str = ""
+    data: bytes | None = None
 
 
 def bytes_as_update(data: bytes, n_params: int, scale: float) -> np.ndarray:
@@ -126,8 +129,18 @@ def read_payload(
                     "ring",
                     codec.decode(values),
                     f"{field_name} decoded with frac_bits={codec.frac_bits}",
+                    ring_element_bytes(values, codec.ring_bits),
                 )
     return read_bytes(payload.to_bytes(), n_params, scale=bound if bound is not None else 1.0)
+
+
+def ring_element_bytes(values: np.ndarray, ring_bits: int) -> bytes:
+    """Elements of Z_2^ring_bits as they travel: little-endian k/8 bytes each, or
+    bit-packed when k is no whole dtype's width (masked, every byte is uniform)."""
+    array = np.asarray(values)
+    if is_packed(ring_bits):
+        return pack_bits(array, ring_bits)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def message_observation(observer: str, received: Received, reading: Reading) -> Observation:
@@ -139,7 +152,7 @@ def message_observation(observer: str, received: Received, reading: Reading) -> 
         (sender,),
         reading.kind,
         reading.vector,
-        payload_bytes(received.raw),
+        reading.data if reading.data is not None else payload_bytes(received.raw),
         reading.note,
     )
 
