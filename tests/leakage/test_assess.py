@@ -91,9 +91,15 @@ def test_masked_and_encrypted_views_are_not_exposed(name):
         assert row.full_attack and row.budget == BUDGET.iterations, row
         assert row.restarts == BUDGET.restarts
     # Masked ring elements must look uniform (ciphertext serialisations may have structure).
-    for check in assessment.uniformity:
-        if check.kind == "ring":
-            assert check.uniform, check
+    # The report flags p < 1e-3, which a truly uniform share hits once per thousand
+    # messages (fresh OS masks every run); the test fails on p < 1e-6, which the same
+    # update's ring elements without a mask reach by a wide margin (checked here).
+    rings = [check for check in assessment.uniformity if check.kind == "ring"]
+    for check in rings:
+        assert check.p_value >= 1e-6, check
+    if rings:
+        codec = FixedPoint(ring_bits=32, frac_bits=16, clip=2.0)
+        assert byte_uniformity(codec.encode(updates[0]).tobytes())[1] < 1e-6
     colluding = [r for r in assessment.rows if is_colluding(r.observer)]
     if len(protocol.server_ids) >= 2:  # two servers pooling their views break it
         assert {r.observable for r in colluding} == {"client-0 (joint view)", "client-1 (joint view)"}
