@@ -121,7 +121,7 @@ from protocols.pairwise_sizing import (
     size_secaggplus,
 )
 from secagg.binding import BindingLedger, ModelBinding, binding_message, bound_label
-from secagg.encoding import WHOLE_RING_BITS, FixedPoint, is_packed, reduce, ring_dtype
+from secagg.encoding import FixedPoint, is_packed, reduce, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -147,7 +147,6 @@ SHARE_PLAINTEXT_BYTES = 2 * 4 * LIMBS  # b-share and s-share, uint32 limbs
 GCM_TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + GCM_TAG_BYTES
 # The element dtypes a masked input may carry: one per ring width.
-_RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in WHOLE_RING_BITS)
 _NONCE = bytes(12)  # every share key encrypts exactly one message (see _share_key)
 MAX_SESSION_BYTES = 256
 AUTO = "auto"  # neighbours sized from Bell et al.'s bounds at the round's client count
@@ -545,21 +544,14 @@ class MaskedInput(Payload):
         return self.bits or self.masked.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
-        if self.bits and self.bits != self.masked.dtype.itemsize * 8:
-            return Writer().packed(self.masked, self.bits).to_bytes()
-        return Writer().array(self.masked).to_bytes()
+        return Writer().ring(self.masked, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskedInput:
         reader = Reader(data, "MaskedInput")
-        masked, bits = reader.array_bits("masked")
+        masked, bits = reader.ring("masked")
         reader.done()
-        if masked.dtype not in _RING_WIRE_DTYPES or bits < 8:
-            raise WireFormatError(
-                f"MaskedInput: expected {'/'.join(f'<u{d.itemsize}' for d in _RING_WIRE_DTYPES)} elements "
-                f"of at least 8 bits, got {bits}-bit {masked.dtype}"
-            )
-        return cls(masked, 0 if bits == masked.dtype.itemsize * 8 else bits)
+        return cls(masked, bits)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from secagg.binding import BindingLedger, ModelBinding, binding_message
-from secagg.encoding import WHOLE_RING_BITS, FixedPoint, check_range, is_packed, reduce, ring_dtype
+from secagg.encoding import FixedPoint, check_range, is_packed, reduce, ring_dtype
 from secagg.errors import (
     ConfigError,
     IntegrityError,
@@ -104,8 +104,6 @@ SESSION_NONCE_BYTES = 16
 # Elements per block of the client kernel: float64 temp + ring temp + keystream stay in L2.
 _BLOCK = 1 << 15
 # The element dtypes a share or mask sum may carry on the wire: one per ring width.
-RING_WIRE_DTYPES = tuple(np.dtype(ring_dtype(k)).newbyteorder("<") for k in WHOLE_RING_BITS)
-_RING_NAMES = "/".join(f"<u{d.itemsize}" for d in RING_WIRE_DTYPES)
 
 
 def mask_label(round_id: int, client: int) -> bytes:
@@ -200,12 +198,12 @@ class MaskedShare(Payload):
         if self._wire is not None:
             # The prebuilt buffer is the layout above; handing it over spares a 4n-byte copy.
             return cast(bytes, self._wire)
-        return _write_ring(Writer(), self.values, self.bits).to_bytes()
+        return Writer().ring(self.values, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskedShare:
         reader = Reader(data, "MaskedShare")
-        values, bits = _read_ring(reader, "MaskedShare", "values")
+        values, bits = reader.ring("values")
         reader.done()
         return cls(values, None, bits)
 
@@ -232,23 +230,6 @@ class SealedSeed(Payload):
         sealed = reader.raw(SEALED_SEED_BYTES, "sealed seed")
         reader.done()
         return cls(sealed)
-
-
-def _write_ring(writer: Writer, values: np.ndarray, bits: int) -> Writer:
-    """Ring elements as an array (whole width, ``bits`` 0) or packed at ``bits``."""
-    if bits and bits != values.dtype.itemsize * 8:
-        return writer.packed(values, bits)
-    return writer.array(values)
-
-
-def _read_ring(reader: Reader, what: str, name: str) -> tuple[np.ndarray, int]:
-    """Ring elements and their wire width (0 for a whole dtype's width)."""
-    values, bits = reader.array_bits(name)
-    if values.dtype not in RING_WIRE_DTYPES:
-        raise WireFormatError(f"{what}: expected {_RING_NAMES} {name}, got {values.dtype}")
-    if bits < 8:
-        raise WireFormatError(f"{what}: expected {name} of at least 8 bits, got {bits}")
-    return values, 0 if bits == values.dtype.itemsize * 8 else bits
 
 
 def _write_ids(writer: Writer, ids: Sequence[int]) -> Writer:
@@ -301,13 +282,13 @@ class MaskSum(Payload):
         return self.bits or self.mask_sum.dtype.itemsize * 8
 
     def to_bytes(self) -> bytes:
-        return _write_ring(_write_ids(Writer(), self.clients), self.mask_sum, self.bits).to_bytes()
+        return _write_ids(Writer(), self.clients).ring(self.mask_sum, self.bits).to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> MaskSum:
         reader = Reader(data, "MaskSum")
         clients = _read_ids(reader, "clients")
-        mask_sum, bits = _read_ring(reader, "MaskSum", "mask_sum")
+        mask_sum, bits = reader.ring("mask_sum")
         reader.done()
         return cls(clients, mask_sum, bits)
 

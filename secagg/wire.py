@@ -68,6 +68,9 @@ ARRAY_HEADER_BYTES = 9  # Writer.array: u8 dtype code + u64 element count
 PACKED_CODE = 9
 PACKED_HEADER_BYTES = 10
 _CONTAINERS = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8"))
+# Ring elements (Reader.ring) arrive in one of these, whole or packed in the smallest.
+_RING_DTYPES = _CONTAINERS
+_RING_NAMES = "/".join(f"<u{d.itemsize}" for d in _RING_DTYPES)
 
 
 _UNPACK_BLOCK = 1 << 16
@@ -204,6 +207,13 @@ class Writer:
         self._parts.append(pack_bits(array, bits))
         return self
 
+    def ring(self, values: np.ndarray, bits: int = 0) -> Writer:
+        """Elements of Z_2^k: an array at the dtype's width (``bits`` 0 or that width),
+        else packed at ``bits`` (what :meth:`Reader.ring` reads)."""
+        if bits and bits != np.asarray(values).dtype.itemsize * 8:
+            return self.packed(values, bits)
+        return self.array(values)
+
     def to_bytes(self) -> bytes:
         return b"".join(self._parts)
 
@@ -281,6 +291,18 @@ class Reader:
             raise WireFormatError(f"{self._what}: {field} expected {count} elements, got {n}")
         chunk = self._take(n * found.itemsize, field)
         return np.frombuffer(chunk, dtype=found), found.itemsize * 8
+
+    def ring(self, field: str) -> tuple[np.ndarray, int]:
+        """Elements of Z_2^k as :meth:`Writer.ring` wrote them: an unsigned little-endian
+        array of 1, 2, 4 or 8 bytes, or packed at 8 bits or more; and the width on the
+        wire (0 for the dtype's own width)."""
+        values, bits = self.array_bits(field)
+        if values.dtype not in _RING_DTYPES or bits < 8:
+            raise WireFormatError(
+                f"{self._what}: expected {_RING_NAMES} {field} of at least 8 bits, "
+                f"got {bits}-bit {values.dtype}"
+            )
+        return values, 0 if bits == values.dtype.itemsize * 8 else bits
 
     def _packed(self, field: str, *, dtype: str | None, count: int | None) -> tuple[np.ndarray, int]:
         bits = self.u8(f"{field} bits")

@@ -172,3 +172,25 @@ def test_packed_round_trip_across_unpacking_blocks() -> None:
     decoded, bits = Reader(Writer().packed(values, 12).to_bytes(), "p").array_bits("values")
     assert bits == 12
     np.testing.assert_array_equal(decoded, values)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16, 31, 32, 64])
+def test_ring_fields_round_trip_whole_or_packed(bits: int) -> None:
+    container = np.dtype({8: "<u1", 12: "<u2", 16: "<u2", 31: "<u4", 32: "<u4", 64: "<u8"}[bits])
+    mask = np.uint64((1 << bits) - 1)
+    values = ((np.arange(1, 6, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) & mask).astype(container)
+    reader = Reader(Writer().ring(values, bits).to_bytes(), "ring")
+    found, wire_bits = reader.ring("values")
+    reader.done()
+    np.testing.assert_array_equal(found, values)
+    assert wire_bits == (0 if bits == container.itemsize * 8 else bits)
+
+
+def test_ring_fields_refuse_floats_signed_and_narrow_widths() -> None:
+    for hostile in (
+        Writer().array(np.zeros(3, dtype=np.float32)),
+        Writer().array(np.zeros(3, dtype=np.int64)),
+        Writer().packed(np.zeros(3, dtype=np.uint8), 4),
+    ):
+        with pytest.raises(WireFormatError, match="expected <u1/<u2/<u4/<u8 masked of at least 8 bits"):
+            Reader(hostile.to_bytes(), "Share").ring("masked")
