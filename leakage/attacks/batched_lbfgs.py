@@ -155,7 +155,8 @@ Redraw = Callable[[torch.Tensor], torch.Tensor]
 class LanesResult:
     """Per lane: the best point seen and its loss relative to the lane's ``scale`` (inf if
     no finite loss was read), the optimiser steps it ran, the evaluations it took, how
-    many times it died and was redrawn, and whether its group was stopped on a plateau."""
+    many times it died and was redrawn, whether its group was stopped on a plateau, and
+    whether the lane stopped at its floor (settled, and its loss no longer falling)."""
 
     best: torch.Tensor
     best_loss: torch.Tensor
@@ -163,6 +164,7 @@ class LanesResult:
     evaluations: torch.Tensor
     redraws: torch.Tensor
     plateaued: torch.Tensor | None = None
+    floored: torch.Tensor | None = None
 
 
 def minimise_lanes(
@@ -183,6 +185,8 @@ def minimise_lanes(
     plateau: float = 0.0,
     plateau_checks: int = 4,
     plateau_from: int = 0,
+    floor: float = 0.0,
+    floor_checks: int = 2,
 ) -> LanesResult:
     """Minimise every lane of ``start`` [L, D] for up to ``steps`` L-BFGS steps.
 
@@ -201,6 +205,11 @@ def minimise_lanes(
     stops a problem the same way whatever the observation was. It starts counting at step
     ``plateau_from`` (checks before it are not recorded): a caller whose objective still
     changes with the step (a decaying prior) holds it off until the objective has settled.
+    With ``floor`` > 0, a lane below ``settled`` whose best relative loss fell by less than
+    that fraction over the last ``floor_checks`` checks has reached its floor (in float32
+    the gradient distance of a recovered image stalls at ~1e-9-1e-8 of ``scale``, short
+    of ``converged``): it finishes with its group (the group's other lanes left when it
+    settled), its best point kept. Counted from ``plateau_from`` too.
     Finished lanes leave the batch, so they cost nothing afterwards.
     """
     device = start.device
@@ -217,6 +226,9 @@ def minimise_lanes(
     checked_best = torch.full((lanes,), float("inf"), dtype=torch.float64)
     flat_checks = torch.zeros(lanes, dtype=torch.int64)
     plateaued = torch.zeros(lanes, dtype=torch.bool)
+    floored = torch.zeros(lanes, dtype=torch.bool)
+    # Every lane's best relative loss at each check (the floor rule looks floor_checks back).
+    check_history: list[torch.Tensor] = []
     group_cpu = groups.cpu()
     group_history: dict[int, list[float]] = {}  # group -> its best relative loss per check
 
@@ -309,6 +321,18 @@ def minimise_lanes(
                 stop = torch.tensor([g in stalled_groups for g in active_groups], dtype=torch.bool)
                 plateaued[active_cpu[stop]] = True
                 in_solved = in_solved | stop
+        if floor > 0 and step + 1 >= plateau_from:
+            relative_now = best_loss.cpu() / scale.cpu()
+            check_history.append(relative_now)
+            del check_history[:-1 - floor_checks]
+            if len(check_history) > floor_checks:
+                past = check_history[-1 - floor_checks][active_cpu]
+                at_floor = (current < settled) & ~(current < (1.0 - floor) * past)
+                if bool(at_floor.any()):
+                    floored[active_cpu[at_floor]] = True
+                    floor_groups = {g for g, f in zip(active_groups, at_floor.tolist()) if f}
+                    in_solved = in_solved | torch.tensor(
+                        [g in floor_groups for g in active_groups], dtype=torch.bool)
         draw = draw_best[active].cpu() / scale[active].cpu()
         new_best = draw < checked_best[active_cpu]
         flat_checks[active_cpu] = torch.where(new_best, 0, flat_checks[active_cpu] + 1)
@@ -342,7 +366,8 @@ def minimise_lanes(
             loss_prev, has_prev, vanished = loss_prev[keep], has_prev[keep], vanished[keep]
             memory.keep(keep)
     relative = best_loss.cpu() / scale.cpu()
-    return LanesResult(best.detach(), relative, steps_run, evaluations, redraws, plateaued)
+    return LanesResult(best.detach(), relative, steps_run, evaluations, redraws, plateaued,
+                       floored)
 
 
 def _plateaued_groups(active: set[int], groups: torch.Tensor, relative: torch.Tensor,

@@ -31,8 +31,9 @@ class AttackResult:
     ``loss`` is the attack's final objective: DLG/iDLG the gradient distance relative to
     ``||observed||^2``; IG ``1 - cos + tv``; analytic attacks a residual (0 for (a)).
     ``iterations`` counts optimiser steps over all restarts (1 for analytic attacks).
-    ``stopped`` says why an iterative attack ended before its budget: ``converged``,
-    ``plateau`` (its loss stopped falling), or "" (it ran its budget, or is not iterative).
+    ``stopped`` says why an iterative attack ended before its budget: ``converged`` (the
+    loss below the attack's bar, or settled and at its float32 floor), ``plateau`` (its
+    loss stopped falling), or "" (it ran its budget, or is not iterative).
     """
 
     attack: str

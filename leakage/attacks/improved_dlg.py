@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from leakage.attacks.common import AttackResult, ProgressFn, last_linear_gradients
-from leakage.attacks.deep_leakage import CONVERGED, MatchingProblem, solve_matching
+from leakage.attacks.deep_leakage import CONVERGED, FLOOR, MatchingProblem, solve_matching
 from leakage.errors import AttackConfigError
 
 
@@ -93,6 +93,7 @@ def idlg(
     converged: float = CONVERGED,
     init: str = "auto",
     prior: float | None = None,
+    floor: float = FLOOR,
 ) -> AttackResult:
     """iDLG: labels from the last layer, then image-only L-BFGS gradient matching
     (``restarts`` lanes side by side, see :func:`leakage.attacks.deep_leakage.solve_matching`)."""
@@ -101,6 +102,6 @@ def idlg(
         "idlg", model, [MatchingProblem(observed_gradient, labels, seed)],
         input_shape=input_shape, num_classes=num_classes, batch_size=batch_size,
         iterations=iterations, restarts=restarts, device=device, converged=converged,
-        init=init, prior=prior, progress=progress,
+        init=init, prior=prior, progress=progress, floor=floor,
     )
     return result
