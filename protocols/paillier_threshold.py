@@ -61,7 +61,6 @@ Threat model (honest-but-curious server; the committee checks what the server as
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -782,15 +781,26 @@ class _ThresholdBase(_PaillierBase):
             for r in views[SERVER].received
             if isinstance(r.payload, EncryptedUpdate)
         }
-        found: list[Observation] = []
         t = self.config.threshold
-        for size in sorted({max(1, t - 1), t}):
-            if len(shares) < size:
-                continue
-            coalition = shares[:size]
+        sizes = [size for size in sorted({max(1, t - 1), t}) if len(shares) >= size]
+        if not sizes:
+            return []
+        # Each member's partials of a client's upload are computed once and reused by every
+        # coalition it belongs to (the t - 1 coalition is a prefix of the t coalition).
+        opened: dict[int, dict[int, tuple[np.ndarray, str]]] = {size: {} for size in sizes}
+        public = shares[0].public
+        for client in sorted(uploads):
+            raw = uploads[client].ciphertexts
+            ciphertexts = [int(c) for c in decode_ciphertexts(raw, public.n, what="upload")]
+            powers = {share.index: tp.share_powers(share, ciphertexts) for share in shares[: sizes[-1]]}
+            for size in sizes:
+                coalition = {share.index: powers[share.index] for share in shares[:size]}
+                opened[size][client] = _open_with(public, coalition, uploads[client], spec, self.config,
+                                                  naive=self.naive)
+        found: list[Observation] = []
+        for size in sizes:
             observer = f"colluding: server + {size} decryptors ({'t' if size == t else 't-1'})"
-            for client in sorted(uploads):
-                vector, note = _open_with(coalition, uploads[client], spec, self.config, naive=self.naive)
+            for client, (vector, note) in opened[size].items():
                 found.append(
                     Observation(
                         observer,
@@ -805,25 +815,17 @@ class _ThresholdBase(_PaillierBase):
 
 
 def _open_with(
-    coalition: Sequence[tp.KeyShare],
+    public: tp.ThresholdPublicKey,
+    coalition: Mapping[int, Sequence[int]],
     update: EncryptedUpdate,
     spec: RoundSpec,
     config: ThresholdPaillierConfig,
     *,
     naive: bool,
 ) -> tuple[np.ndarray, str]:
-    """Combine the coalition's partials of one upload as if they were t of them."""
-    public = coalition[0].public
-    ciphertexts = [int(c) for c in decode_ciphertexts(update.ciphertexts, public.n, what="upload")]
-    partials = [tp.partial_decrypt(share, ciphertexts) for share in coalition]
-    indices = [p.index for p in partials]
-    coefficients = tp.lagrange_at_zero_integer(indices, public.delta)
-    n, n2 = public.n, public.nsquare
-    scale = pow(4 * public.delta * public.delta * public.theta % n, -1, n)
-    plaintexts = []
-    for k in range(len(ciphertexts)):
-        acc = math.prod(pow(p.values[k], 2 * coefficients[p.index], n2) for p in partials) % n2
-        plaintexts.append((acc - 1) // n * scale % n)
+    """Combine the coalition's partials of one upload (index -> partials) as if they were t."""
+    n = public.n
+    plaintexts = tp.interpolate_partials(public, coalition, strict=False)
     note = f"{len(coalition)} of t={public.threshold} key shares combined"
     layout = update.layout
     if layout.encoding == ENCODING_NAIVE or naive:

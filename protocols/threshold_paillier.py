@@ -709,6 +709,37 @@ def _check_ciphertexts(public: ThresholdPublicKey, ciphertexts: Sequence[int]) -
             raise ConfigError(f"ciphertext {k} is not a unit modulo N^2")
 
 
+def share_powers(share: KeyShare, ciphertexts: Sequence[int], *, workers: int = 1) -> list[int]:
+    """c^(2 Delta s_j) mod N^2 for each ciphertext: decryptor j's partials without the
+    proof (what :func:`partial_decrypt` sends, and all a coalition pooling its own key
+    shares needs)."""
+    return _parallel_powmod(ciphertexts, 2 * share.public.delta * share.secret, share.public.nsquare, workers)
+
+
+def interpolate_partials(
+    public: ThresholdPublicKey, values: Mapping[int, Sequence[int]], *, strict: bool = True
+) -> list[int]:
+    """Plaintexts from the partials of the decryptors ``values`` names (index -> their
+    partials), Lagrange-combined at 0 over exactly those indices. With t of them this is
+    the decryption; with fewer, what that coalition gets. ``strict``: raise
+    :class:`IntegrityError` when a combination is not 1 mod N (inconsistent partials)."""
+    indices = sorted(values)
+    coefficients = lagrange_at_zero_integer(indices, public.delta)
+    n, n2 = mpz(public.n), mpz(public.nsquare)
+    exponents = {j: mpz(2 * coefficients[j]) for j in indices}
+    scale_inverse = mpz(pow(4 * public.delta * public.delta * public.theta % public.n, -1, public.n))
+    count = len(values[indices[0]]) if indices else 0
+    out = []
+    for k in range(count):
+        acc = mpz(1)
+        for j in indices:
+            acc = acc * gmpy2.powmod(mpz(values[j][k]), exponents[j], n2) % n2
+        if strict and acc % n != 1:
+            raise IntegrityError(f"combined partial decryption {k} is not 1 mod N (inconsistent partials)")
+        out.append(int((acc - 1) // n * scale_inverse % n))
+    return out
+
+
 def partial_decrypt(
     share: KeyShare, ciphertexts: Sequence[int], *, context: bytes = b"", workers: int = 1
 ) -> PartialDecryption:
@@ -720,8 +751,7 @@ def partial_decrypt(
     public = share.public
     _check_ciphertexts(public, ciphertexts)
     n2 = public.nsquare
-    exponent = 2 * public.delta * share.secret
-    values = _parallel_powmod(ciphertexts, exponent, n2, workers)
+    values = share_powers(share, ciphertexts, workers=workers)
     weights = _batch_weights(public, share.index, ciphertexts, values, context)
     base = int(gmpy2.powmod(_combine_weighted(ciphertexts, weights, n2), 4 * public.delta, n2))
     image = int(gmpy2.powmod(_combine_weighted(values, weights, n2), 2, n2))
@@ -800,15 +830,4 @@ def combine(
         for index in sorted(by_index):
             verify_partial(public, ciphertexts, by_index[index], context=context)
     chosen = sorted(by_index)[: public.threshold]
-    coefficients = lagrange_at_zero_integer(chosen, public.delta)
-    n, n2 = public.n, public.nsquare
-    scale_inverse = pow(4 * public.delta * public.delta * public.theta % n, -1, n)
-    out = []
-    for k in range(len(ciphertexts)):
-        acc = mpz(1)
-        for j in chosen:
-            acc = acc * gmpy2.powmod(mpz(by_index[j].values[k]), 2 * coefficients[j], n2) % n2
-        if acc % n != 1:
-            raise IntegrityError(f"combined partial decryption {k} is not 1 mod N (inconsistent partials)")
-        out.append(int((acc - 1) // n * scale_inverse % n))
-    return out
+    return interpolate_partials(public, {j: by_index[j].values for j in chosen})
