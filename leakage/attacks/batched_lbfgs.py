@@ -55,6 +55,16 @@ def _rows_times(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     return torch.stack([m @ v for m, v in zip(matrix, vectors)])
 
 
+def _rows_times_pair(matrix: torch.Tensor, first: torch.Tensor,
+                     second: torch.Tensor) -> torch.Tensor:
+    """[L, K, D] x ([L, D], [L, D]) -> [L, K, 2]: every row times both vectors, the matrix
+    read once."""
+    both = torch.stack([first, second], dim=2)  # [L, D, 2]
+    if matrix.device.type != "cpu":
+        return torch.bmm(matrix, both)
+    return torch.stack([m @ v for m, v in zip(matrix, both)])
+
+
 def _combine_rows(weights: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """[L, K] x [L, K, D] -> [L, D]: per lane, the rows of ``matrix`` weighted and summed."""
     if matrix.device.type != "cpu":
@@ -81,6 +91,10 @@ class BatchedLBFGS:
         self.gamma = torch.ones(lanes, device=device, dtype=torch.float64)
         self.written = 0  # pairs written so far (the shared ring buffer's clock)
 
+    def _chronological(self, count: int, device: torch.device) -> torch.Tensor:
+        """The ring slots of the ``count`` latest pairs, oldest first."""
+        return (torch.arange(count, device=device) + (self.written - count)) % self.history
+
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the lanes ``index`` (in that order): compaction of finished lanes."""
         self.pairs = self.pairs[index]
@@ -100,11 +114,12 @@ class BatchedLBFGS:
         y = torch.where(accept[:, None], change, 0.0)
         self.pairs[:, slot] = s
         self.pairs[:, m + slot] = y
-        # Column ``slot`` of S^T Y (s_i . y) and of Y^T Y (y_i . y) in one pass; row
-        # ``slot`` of S^T Y (s . y_j) from the Y half.
-        with_y = _rows_times(self.pairs, y).double()
+        # Column ``slot`` of S^T Y (s_i . y) and of Y^T Y (y_i . y), and row ``slot`` of
+        # S^T Y (s . y_j), in one pass over the block: every row times y and s.
+        products = _rows_times_pair(self.pairs, y, s).double()  # [L, 2m, 2]
+        with_y = products[:, :, 0]
         self.sy[:, :, slot] = with_y[:, :m]
-        self.sy[:, slot, :] = _rows_times(self.pairs[:, m:], s).double()
+        self.sy[:, slot, :] = products[:, m:, 1]
         self.yy[:, slot, :] = with_y[:, m:]
         self.yy[:, :, slot] = with_y[:, m:]
         self.valid[:, slot] = accept
@@ -120,8 +135,7 @@ class BatchedLBFGS:
         has_memory = self.valid.any(dim=1)
         if count == 0:
             return -grad, has_memory
-        start = self.written - count
-        order = torch.tensor([(start + i) % m for i in range(count)], device=grad.device)
+        order = self._chronological(count, grad.device)
         valid = self.valid[:, order]
         valid64 = valid.double()
         mask = valid64[:, :, None] * valid64[:, None, :]
@@ -242,6 +256,10 @@ def minimise_lanes(
     has_prev = torch.zeros(lanes, device=device, dtype=torch.bool)
     vanished = torch.zeros(lanes, device=device, dtype=torch.bool)
 
+    # The active lanes' best point, best loss and best loss of the current draw, kept
+    # compact between checks (no gather and scatter per evaluation); written back to the
+    # full arrays at each check and read again after it.
+    lane_best, lane_best_loss, lane_draw_best = best.clone(), best_loss.clone(), draw_best.clone()
     for step in range(steps):
         if active.numel() == 0:
             break
@@ -255,11 +273,11 @@ def minimise_lanes(
             grad = grad.detach()
             finite = torch.isfinite(loss) & torch.isfinite(grad).all(dim=1)
             loss64 = loss.double()
-            improved = finite & (loss64 < best_loss[active])
-            best[active] = torch.where(improved[:, None], x, best[active])
-            best_loss[active] = torch.where(improved, loss64, best_loss[active])
-            draw_best[active] = torch.where(finite, torch.minimum(draw_best[active], loss64),
-                                            draw_best[active])
+            improved = finite & (loss64 < lane_best_loss)
+            lane_best = torch.where(improved[:, None], x, lane_best)
+            lane_best_loss = torch.where(improved, loss64, lane_best_loss)
+            lane_draw_best = torch.where(finite, torch.minimum(lane_draw_best, loss64),
+                                         lane_draw_best)
             grad_max = torch.where(finite, grad.abs().amax(dim=1), 0.0)
             if step_start:
                 # torch.optim.LBFGS returns at once on a vanished gradient: the lane is
@@ -302,6 +320,7 @@ def minimise_lanes(
         if (step + 1) % check_every != 0 and step + 1 != steps:
             continue
         # --- check (host sync) ---
+        best[active], best_loss[active], draw_best[active] = lane_best, lane_best_loss, lane_draw_best
         current = best_loss[active].cpu() / scale[active].cpu()
         done = current < converged
         active_groups = groups[active].cpu().tolist()
@@ -365,6 +384,9 @@ def minimise_lanes(
             x, x_prev, g_prev = x[keep], x_prev[keep], g_prev[keep]
             loss_prev, has_prev, vanished = loss_prev[keep], has_prev[keep], vanished[keep]
             memory.keep(keep)
+        lane_best, lane_best_loss, lane_draw_best = best[active], best_loss[active], draw_best[active]
+    if active.numel() > 0:  # the budget ended between checks
+        best[active], best_loss[active] = lane_best, lane_best_loss
     relative = best_loss.cpu() / scale.cpu()
     return LanesResult(best.detach(), relative, steps_run, evaluations, redraws, plateaued,
                        floored)

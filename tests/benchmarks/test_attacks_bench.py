@@ -17,14 +17,20 @@ def test_held_out_images_are_the_tail_of_the_spread_order() -> None:
 def test_speed_ratios_and_their_targets() -> None:
     torch.set_num_threads(1)
     speed = speed_ratios(held_out(8, 1), torch.device("cpu"), steps=3, restarts=2)
-    assert {"reference", "ours_same_steps", "ours_default"} <= set(speed["per_image"][0])
-    assert speed["per_image"][0]["ours_same_steps"]["steps"] == 3  # no early stop: same steps
+    row = speed["per_image"][0]
+    assert {"reference", "ours_same_steps", "ours_default"} <= set(row)
+    assert row["ours_same_steps"]["steps"] == 3  # no early stop: same steps
+    assert 1 <= row["ours_default"]["steps"] <= 3  # the steps it actually ran
     assert speed["speedup_same_steps"] > 0 and set(speed["restart_cpu_seconds"]) == {"1", "2"}
     targets = _speed_targets(speed)
     assert targets["dlg_speed_target_met"] == (
-        speed["speedup_same_steps"] >= 2.0
-        and speed["median_psnr"]["ours_same_steps"] >= speed["median_psnr"]["reference"]
+        speed["speedup_default"] >= 2.0
+        and speed["median_psnr"]["ours_default"] >= speed["median_psnr"]["reference"]
     )
+    assert targets["dlg_steps_run_default"] == [row["ours_default"]["steps"]]
+    recovered = row["reference"]["psnr"] >= 30.0
+    assert speed["reference_recovered_images"] == int(recovered)
+    assert (speed["speedup_default_where_reference_recovers"] is None) == (not recovered)
     assert targets["restarts_target_met"] == (speed["restarts_time_ratio"] <= 3.0)
 
 
