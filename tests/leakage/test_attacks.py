@@ -331,10 +331,12 @@ def test_convnet_lanes_use_the_generic_path(tiny):
     assert result.images.shape == (1, 3, 8, 8) and np.isfinite(result.loss)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("small_pass", [64, 0])
 @pytest.mark.parametrize("labelled", [False, True])
 @pytest.mark.parametrize("model_name", ["lenet", "mlp", "convnet"])
-def test_lane_pass_matches_plain_autograd(tiny, model_name, labelled, small_pass, monkeypatch):
+def test_lane_pass_matches_plain_autograd(tiny, model_name, labelled, small_pass, batch,
+                                          monkeypatch):
     """Per lane, the batched objective's distance and its derivative in the images equal
     DLG's (soft labels) or iDLG's (fixed labels) loss on that lane alone, by double
     backward through the model: the hand-written first-order pass for LeNet/MLP (both of
@@ -347,9 +349,10 @@ def test_lane_pass_matches_plain_autograd(tiny, model_name, labelled, small_pass
     monkeypatch.setattr(deep_leakage, "SMALL_PASS", small_pass)
     net = build_model(model_name, image_size=8, seed=0, width=8)
     assert (lane_layers(net) is None) == (model_name == "convnet")
-    batch, lanes = 2, 3
-    problems = [MatchingProblem(client_gradients(net, tiny.images[i:i + 2], tiny.labels[i:i + 2]),
-                                tiny.labels[i:i + 2] if labelled else None, 0) for i in (0, 30)]
+    lanes = 3
+    problems = [MatchingProblem(client_gradients(net, tiny.images[i:i + batch],
+                                                 tiny.labels[i:i + batch]),
+                                tiny.labels[i:i + batch] if labelled else None, 0) for i in (0, 30)]
     lane_problem = torch.tensor([0, 1, 1])
     objective = _Objective(net, problems, lane_problem, batch_size=batch, input_shape=(3, 8, 8),
                            num_classes=10, device=torch.device("cpu"))
