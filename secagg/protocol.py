@@ -122,6 +122,11 @@ class Protocol(Generic[C]):
     supports_binding: ClassVar[bool] = False
     # Who can read the revealed aggregate, in words (None: the aggregate holder's name).
     aggregate_readers: ClassVar[str | None] = None
+    # Config overrides under which a round and its observations cost what they cost under
+    # any configuration of this protocol, except the setup (key generation): a probe that
+    # projects those costs (secagg evaluate's observation probe) runs with them, so it does
+    # not pay a key generation whose keys it throws away (cost_probe()).
+    cost_probe_overrides: ClassVar[Mapping[str, Any]] = {}
 
     config: C
 
@@ -205,6 +210,14 @@ class Protocol(Generic[C]):
         if not overrides:
             return self
         return type(self)(dataclasses.replace(self.config, **overrides))  # type: ignore[type-var]
+
+    def cost_probe(self: P) -> P:
+        """This protocol with :attr:`cost_probe_overrides` applied (itself when there are
+        none): the same round and observation costs, a cheaper setup. Only for projecting
+        costs; its keys are never for a round whose result is used."""
+        if not self.cost_probe_overrides:
+            return self
+        return type(self)(dataclasses.replace(self.config, **self.cost_probe_overrides))  # type: ignore[type-var]
 
     def state_codec(self) -> StateCodec:
         """The codec that turns this protocol's parties into bytes and back (:mod:`secagg.state`)."""

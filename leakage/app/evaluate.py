@@ -124,7 +124,9 @@ def observation_seconds(protocol: Protocol[Any], n_clients: int, n_params: int) 
     round of ``n_clients`` x 16 parameters, scaled linearly in parameters (0: the probe
     round was refused; the round itself will say why). 16, not the round probe's 256:
     paillier-naive-threshold's coalitions took ~110 s over 256 parameters here. A packed
-    protocol's views cost per ciphertext, so the projection errs high for it."""
+    protocol's views cost per ciphertext, so the projection errs high for it. The probe
+    round runs :meth:`~secagg.protocol.Protocol.cost_probe` (keys of the same size from a
+    cheaper generation), since its keys are thrown away whichever configuration then runs."""
     from secagg.errors import SecAggError
     from secagg.round import run_round
 
@@ -134,7 +136,7 @@ def observation_seconds(protocol: Protocol[Any], n_clients: int, n_params: int) 
     updates = [rng.uniform(-bound / 2, bound / 2, params) for _ in range(n_clients)]
     weights = [1.0] * n_clients if protocol.aggregate_kind == "weighted_mean" else None
     try:
-        result = run_round(protocol, updates, weights=weights)
+        result = run_round(protocol.cost_probe(), updates, weights=weights)
         began = time.perf_counter()
         result.observations()
     except SecAggError:

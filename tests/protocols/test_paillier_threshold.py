@@ -280,3 +280,14 @@ def test_phe_decode_agrees_with_phe(value: float, exponent: int) -> None:
 _N_FOR_DECODE = (
     0xC5D1_5E0B_1F0F_2C6B_8D4A_A3E7_5A1E_3C4B_9F21_0D7A_6B5E_4C3D_2B1A_0F9E_8D7C_6B5A_4939_2817_0615_F4E3
 )
+
+
+def test_a_cost_probe_gets_keys_of_the_same_size_from_the_dealer() -> None:
+    """secagg evaluate's observation probe throws its keys away: it makes them with the
+    dealer (same size, same decryption cost), never with the dealer-free generation."""
+    secure = PaillierThreshold()
+    probe = secure.cost_probe()
+    assert secure.config.keygen == tp.DEALER_DISTRIBUTED
+    assert probe.config.keygen == tp.DEALER_INSECURE
+    assert dataclasses.replace(probe.config, keygen=secure.config.keygen) == secure.config
+    assert probe is not secure

@@ -101,3 +101,11 @@ def test_observe_round_pools_the_colluding_parties_views() -> None:
     found = observe_round(result.instance, result.views, result.spec)
     assert pooled == [[0, SERVER]]
     assert [o.observer for o in found if o.kind == "colluding"] == ["colluding: server + client-0"]
+
+
+def test_a_cost_probe_is_the_protocol_itself_unless_it_names_cheaper_setup() -> None:
+    plain = protocols.create("plaintext-fedsgd")
+    assert plain.cost_probe() is plain
+    threshold = protocols.create("paillier-threshold")
+    assert threshold.cost_probe() is not threshold
+    assert type(threshold.cost_probe()) is type(threshold)
