@@ -35,9 +35,12 @@ Budget: every observable — plaintext, decoded aggregates, colluding reconstruc
 ciphertexts and masked shares alike — gets every applicable attack at the same budget
 (:func:`observable_budget`: ``iterations`` steps per image it hides, ``restarts`` draws,
 the same seed), so a "not exposed" row rests on the attack that recovers the plaintext,
-and each row carries its budget. All jobs of one attack with one batch size and budget
-run as one batched computation, and each random-vector baseline is computed once per
-(model, attack, batch, budget, scale octave) for the whole run.
+and each row carries its budget. Candidates that are one update read through
+different protocols (the same clients, equal to within :data:`SAME_UPDATE_RTOL`: a
+coalition's decryption, a revealed sum, the plaintext) are attacked once, and each row
+that takes another's result names it (``attacked_as``). All jobs of one attack with one
+batch size and budget run as one batched computation, and each random-vector baseline is
+computed once per (model, attack, batch, budget, scale octave) for the whole run.
 
 Uniformity (:func:`byte_uniformity`): a chi-square test of the payload's byte
 histogram against uniform (255 degrees of freedom, Wilson-Hilferty p-value, pass at
@@ -76,6 +79,12 @@ if TYPE_CHECKING:  # never at run time: leakage runs with torch + numpy only
 PSNR_CAP_DB = 200.0
 STRUCTURED = 0.9  # structure score above which a candidate "looks like a gradient"
 BEATS_RANDOM_MARGIN_DB = 1.0
+# Two candidates of the same clients that agree to within this (max |a - b| <= it times
+# max |b|) are one update read through two protocols: the fixed-point codecs here differ
+# from the plaintext by 1e-8 to 2e-4 of its largest entry (a coalition's decryption, a
+# revealed sum, FedAvg weights turned back into a gradient), ciphertexts and masked shares
+# by 10x or more. Such candidates are attacked once (:func:`shared_candidates`).
+SAME_UPDATE_RTOL = 1e-3
 UNIFORM_P_MIN = 1e-3
 MIN_UNIFORMITY_BYTES = 1280  # five expected counts per byte value, chi-square's usual rule
 # The kinds of secagg.observe that the assessment treats apart (equal strings, checked by a test).
@@ -201,6 +210,10 @@ class AssessmentRow:
     # plaintext baseline run's row for the same clients; None: not available), its run.
     reference_psnr: float | None = None
     reference: str = ""
+    # Non-empty: this candidate is the same update as another observable's (to within
+    # SAME_UPDATE_RTOL), which was attacked once for both; it names that observable
+    # ("run: observer: observable") and the relative difference.
+    attacked_as: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -656,9 +669,13 @@ def plan_assessment(
     num_classes: int | None = None,
     attack_clients: Sequence[int] | None = None,
     include_aggregate: bool = True,
+    shareable: bool = True,
 ) -> PlannedAssessment:
     """Everything of :func:`assess` but the attacks: candidates formed, byte uniformity
-    tested, the jobs of every observable planned (arguments as for :func:`assess`)."""
+    tested, the jobs of every observable planned (arguments as for :func:`assess`).
+    ``shareable``: an observable whose candidate is the same update as another shareable
+    one's of the rounds attacked together takes that one's result (False for a round whose
+    point is the difference a client-side defence makes, however small)."""
     budget = budget or Budget()
     update = update or UpdateKind()
     if w_before is None:
@@ -697,6 +714,7 @@ def plan_assessment(
             continue
         plan = _plan_observable(out, model, target, truth, budget, update)
         if plan is not None:
+            plan.shareable = shareable
             plans.append(plan)
     return PlannedAssessment(out, plans, model, shape, classes)
 
@@ -764,6 +782,7 @@ class _Plan:
     structure: float
     iterations: int
     jobs: list[_Job]
+    shareable: bool = True
 
 
 def observable_budget(budget: Budget, batch: int, default: int) -> int:
@@ -807,9 +826,17 @@ def _plan_observable(
 def _attack_plans(
     rounds: Sequence[tuple[Assessment, Sequence[_Plan]]], attacker: _Attacker, budget: Budget, what: str
 ) -> None:
-    """Run every plan's jobs batched, then the baselines the unrecovered ones need, then
-    score and decide (rows in observation order, attacks in budget order)."""
-    attacker.run([job for _, plans in rounds for plan in plans for job in plan.jobs], what or "assessment")
+    """Run every plan's jobs batched (a candidate that is the same update as an earlier
+    one's takes its results), then the baselines the unrecovered ones need, then score and
+    decide (rows in observation order, attacks in budget order)."""
+    shared = shared_candidates(rounds)
+    attacked = [plan for _, plans in rounds for plan in plans if id(plan) not in shared]
+    attacker.run([job for plan in attacked for job in plan.jobs], what or "assessment")
+    for _, plans in rounds:
+        for plan in plans:
+            if id(plan) in shared:
+                for job, done in zip(plan.jobs, shared[id(plan)].plan.jobs):
+                    job.result = done.result
     scored: dict[int, _Scored] = {}
     needed: dict[tuple[Any, ...], tuple[_Job, Sequence[torch.Tensor]]] = {}
     for _, plans in rounds:
@@ -823,11 +850,55 @@ def _attack_plans(
     attacker.baselines(needed, what or "assessment")
     for out, plans in rounds:
         for plan in plans:
-            _decide_plan(out, attacker, plan, scored, budget)
+            _decide_plan(out, attacker, plan, scored, budget, shared.get(id(plan)))
+
+
+@dataclass(frozen=True, eq=False)
+class _Shared:
+    """The earlier plan whose results a plan takes: its run's label and the candidates'
+    relative difference (max |a - b| / max |b|)."""
+
+    plan: _Plan
+    label: str
+    difference: float
+
+    def describe(self) -> str:
+        observation = self.plan.target.observation
+        return (f"{self.label}: {observation.observer}: {observation.name} "
+                f"(relative difference {self.difference:.1e})")
+
+
+def shared_candidates(rounds: Sequence[tuple[Assessment, Sequence[_Plan]]]) -> dict[int, _Shared]:
+    """The plans (by id) whose candidate is the same update as an earlier shareable plan's:
+    the same clients, the same jobs (attacks, batch, budget, local training), and
+    max |a - b| <= :data:`SAME_UPDATE_RTOL` x max |b|. Each is attacked once; the first
+    in order is the one attacked (the plaintext baseline, when it runs first)."""
+    seen: dict[tuple[Any, ...], list[tuple[_Plan, str, np.ndarray, float]]] = {}
+    shared: dict[int, _Shared] = {}
+    for out, plans in rounds:
+        for plan in plans:
+            if not plan.shareable or plan.target.candidate is None:
+                continue
+            key = (tuple(int(c) for c in plan.target.observation.clients),
+                   tuple((j.name, j.batch, j.iterations, j.seed, j.fedavg) for j in plan.jobs))
+            vector = plan.target.candidate
+            for earlier, label, other, scale in seen.get(key, []):
+                if vector.shape != other.shape:
+                    continue
+                difference = float(np.abs(vector - other).max())
+                if difference <= SAME_UPDATE_RTOL * scale:
+                    shared[id(plan)] = _Shared(earlier, label, difference / scale)
+                    break
+            else:
+                scale = float(np.abs(vector).max())
+                if scale > 0 and math.isfinite(scale):
+                    seen.setdefault(key, []).append((plan, out.protocol, vector, scale))
+    return shared
 
 
 def _decide_plan(
-    out: Assessment, attacker: _Attacker, plan: _Plan, scored: Mapping[int, _Scored], budget: Budget
+    out: Assessment, attacker: _Attacker, plan: _Plan, scored: Mapping[int, _Scored], budget: Budget,
+    shared: _Shared | None = None,
 ) -> None:
     observable = plan.target.observation
     for job in plan.jobs:
@@ -869,6 +940,7 @@ def _decide_plan(
             note=observable.note,
             stopped=result.stopped,
             clients=tuple(int(c) for c in observable.clients),
+            attacked_as=shared.describe() if shared is not None else "",
         )
         out.reconstructions[len(out.rows)] = result.images
         out.rows.append(row)

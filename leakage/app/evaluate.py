@@ -377,6 +377,8 @@ def start_protocol(
         w_before=sim.w_before,
         attack_clients=attack_clients,
         include_aggregate=include_aggregate,
+        # A defence's rows measure what its transform changes, however little: never shared.
+        shareable=defense is None,
     )
     record = dataclasses.replace(
         header,

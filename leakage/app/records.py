@@ -41,19 +41,23 @@ client-side defense), one :class:`CostPoint` per point of the cost sweep, and th
     ROW = {"protocol", "observer", "observable", "kind", "attack", "psnr", "psnr_mean",
            "ssim", "label_accuracy", "structure", "baseline_psnr", "beats_random",
            "verdict", "reason", "iterations", "seconds", "full_attack", "budget",
-           "restarts", "note", "stopped", "clients", "reference_psnr", "reference"}
+           "restarts", "note", "stopped", "clients", "reference_psnr", "reference",
+           "attacked_as"}
           (:class:`leakage.assess.AssessmentRow`; ``protocol`` is the run's name;
           ``budget`` x ``restarts`` is what the attack was given, ``iterations`` the
           steps its draws ran, ``stopped`` why it ended early ("converged", "plateau"
           or ""); ``reference_psnr`` what the same attack at the same budget reached on
-          the plaintext of the same clients, in the run named ``reference``)
+          the plaintext of the same clients, in the run named ``reference``;
+          ``attacked_as``: "" or the observable, "run: observer: observable (relative
+          difference d)", whose candidate is the same update and whose attack result
+          this row takes, the update having been attacked once for both)
     UNIFORMITY = {"protocol", "observer", "observable", "kind", "n_bytes", "chi2",
                   "p_value", "uniform"}
 
 ``psnr`` is the best-matched image's PSNR in dB, capped at 200 (identical images).
 ``settings.plateau``: the fraction a problem's best loss must fall by over 40 steps to go
 on (:class:`leakage.assess.Budget`). Rows gained ``stopped``, ``clients``,
-``reference_psnr`` and ``reference`` within version 2 (added fields only).
+``reference_psnr``, ``reference`` and ``attacked_as`` within version 2 (added fields only).
 Version 2 (from 1): ``costs`` is the shared cost record (``precision_error`` is now
 ``max_abs_error``; ``client_offline_s``, ``bytes_down_per_client`` and ``total_bytes``
 added), cost-curve points carry the same record, and ``threat_model`` has ``notes``.

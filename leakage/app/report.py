@@ -264,10 +264,17 @@ def _verdict_table(rows: Sequence[dict[str, Any]]) -> str:
             f'<td>{_num(r["beats_random"])}</td>'
             f'<td class="num">{r.get("budget", "?")} x {r.get("restarts", "?")}</td>'
             f'<td class="num">{r["iterations"]}{_stopped(r)}</td>'
-            f"{_verdict_cell(r['verdict'], r['reason'])}<td>{_e(row_sentence(r))}</td></tr>"
+            f"{_verdict_cell(r['verdict'], r['reason'])}<td>{_e(row_sentence(r))}{_attacked_as(r)}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)
+
+
+def _attacked_as(row: dict[str, Any]) -> str:
+    shared = row.get("attacked_as") or ""
+    if not shared:
+        return ""
+    return f' <span class="muted">(the same update as {_e(shared)}, attacked once for both)</span>'
 
 
 def _stopped(row: dict[str, Any]) -> str:

@@ -12,14 +12,18 @@ import torch
 import protocols
 from leakage.assess import (
     AGGREGATE,
+    SAME_UPDATE_RTOL,
     Budget,
     ClientData,
     assess,
+    attack_planned,
     byte_uniformity,
     decide,
     gradient_structure,
     is_colluding,
     label_multiset_accuracy,
+    plan_assessment,
+    shared_candidates,
 )
 from leakage.attacks import client_gradients, gradient_from_vector
 from leakage.data import load_embedded, spread_indices
@@ -156,3 +160,42 @@ def test_byte_uniformity_and_ring_decoding():
 
 def test_label_accuracy_is_a_multiset_match():
     assert label_multiset_accuracy(torch.tensor([3, 1, 1]), torch.tensor([1, 3, 2])) == pytest.approx(2 / 3)
+
+
+def test_the_same_update_through_two_protocols_is_attacked_once():
+    """A two-server coalition's joint view and the revealed sum decode the plaintext to within
+    the fixed-point precision: their rows take the plaintext's result and name it; masked
+    shares, and a round that is not shareable (a defence), are attacked themselves."""
+    model, truth, updates = _tiny_setup(2)
+    budget = Budget(attacks=("idlg",), iterations=5, baseline_seeds=1, device="cpu")
+    plain = run_round(protocols.create("plaintext-fedsgd"), updates)
+    two_server = run_round(protocols.get("two-server")(**protocols.get("two-server").fast_config), updates)
+    defended = run_round(protocols.create("plaintext-fedsgd"), [u + 1e-9 for u in updates])
+    planned = [
+        plan_assessment(plain.observations(), model, truth, budget, label="plain"),
+        plan_assessment(two_server.observations(), model, truth, budget, label="two-server"),
+        plan_assessment(defended.observations(), model, truth, budget, label="defended", shareable=False),
+    ]
+    shared = shared_candidates([(p.assessment, p.plans) for p in planned])
+    names = {
+        (p.assessment.protocol, plan.target.observation.name): shared.get(id(plan))
+        for p in planned for plan in p.plans
+    }
+    joint_share = names[("two-server", "client-0 (joint view)")]
+    assert joint_share is not None and joint_share.label == "plain"
+    assert joint_share.difference <= SAME_UPDATE_RTOL
+    assert names[("two-server", AGGREGATE)] is not None
+    plain_names = ("client-0 PlainUpdate", "client-1 PlainUpdate", AGGREGATE)
+    assert all(names[("plain", n)] is None for n in plain_names)
+    assert names[("two-server", "client-0 MaskedShare")] is None
+    assert all(share is None for (label, _), share in names.items() if label == "defended")
+
+    assessments = attack_planned(planned, budget)
+    rows = {(a.protocol, r.observable, r.observer): r for a in assessments for r in a.rows}
+    joint = rows[("two-server", "client-0 (joint view)", "colluding")]
+    original = rows[("plain", "client-0 PlainUpdate", "server")]
+    assert joint.attacked_as.startswith("plain: server: client-0 PlainUpdate (relative difference")
+    assert (joint.psnr, joint.iterations, joint.verdict) == (
+        original.psnr, original.iterations, original.verdict)
+    assert rows[("two-server", "client-0 MaskedShare", "server")].attacked_as == ""
+    assert rows[("defended", "client-0 PlainUpdate", "server")].attacked_as == ""

@@ -54,6 +54,7 @@ ROW_KEYS = {
     "clients",
     "reference_psnr",
     "reference",
+    "attacked_as",
 }
 COST_KEYS = {
     "client_s",
@@ -183,6 +184,18 @@ def test_results_json_matches_the_schema(report):
             assert row["reference"] == reference["name"]
             assert row["reference_psnr"] == match["psnr"]
             assert (row["budget"], row["restarts"]) == (match["budget"], match["restarts"])
+    # A coalition's decryption or a revealed sum that is the plaintext to within fixed-point
+    # precision takes the row it was attacked as (same attack, same result); a defence never does.
+    rows = {(r["protocol"], r["observer"], r["observable"], r["attack"]): r for r in record["rows"]}
+    shared = [r for r in record["rows"] if r["attacked_as"]]
+    assert shared
+    for row in shared:
+        assert by_name[row["protocol"]]["defense"] is None
+        run, observer, rest = row["attacked_as"].split(": ", 2)
+        original = rows[(run, observer, rest.split(" (relative difference")[0], row["attack"])]
+        assert not original["attacked_as"]
+        assert (row["psnr"], row["iterations"], row["clients"]) == (
+            original["psnr"], original["iterations"], original["clients"])
     assert record["settings"]["plateau"] > 0
     assert {p["protocol"] for p in record["cost_curve"]} == set(protocols.available())
     for point in record["cost_curve"]:
