@@ -5,7 +5,12 @@ Each point is one round on seeded random updates (real keys, real bytes), measur
 projected (:class:`secagg.costs.Projection`, from a small probe and then from its
 previous points) past the time budget falls back to its ``fast_config``, whose own
 projection is seeded by the same small probe before any size runs; a point still
-projected past it is skipped. Every fallback and skip is noted.
+projected past it is skipped. Every fallback and skip is noted. The seeding probe runs
+:meth:`~secagg.protocol.Protocol.cost_probe` (e.g. threshold Paillier's keys from the
+dealer, not the dealer-free generation): its rate is the configuration's, its setup is
+not, so a default whose round alone is projected past the budget falls back without
+paying a key generation it would throw away; one that runs records its real setup, and
+the projection of its next size includes it.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ def cost_curve(
         # 2048-bit Paillier ciphertext per parameter) is not run at a size past the budget.
         projection = Projection()
         try:
-            projection.record(probe(protocol, n_clients=n_clients, n_params=small), n_clients, small)
+            projection.record(probe(protocol.cost_probe(), n_clients=n_clients, n_params=small),
+                              n_clients, small)
         except SecAggError:
             pass
         return projection
