@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -465,6 +466,7 @@ class _Attacker:
         baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
         steps: Callable[[int, int], None] | None = None,
         workers: int = 1,
+        pool: Executor | None = None,
     ) -> None:
         self.model = model
         self.steps = steps
@@ -476,17 +478,26 @@ class _Attacker:
         # octave) for the whole run: they are scored against each observable's truth.
         self._baselines = baseline_cache if baseline_cache is not None else {}
         self.workers = workers
-        self._executor: Any = None
+        # A pool handed over (attack_pool()) is its owner's to shut down; one made here is ours.
+        self._executor: Any = pool
+        self._owned = pool is None
 
     def run(self, jobs: Sequence[_Job], what: str) -> None:
         """Fill every job's ``result`` (an AttackResult, or the LeakageError it raised).
         With ``workers`` > 1 on the CPU, every other job of each group goes to a worker
-        process (its own batched solve) while this process solves the rest."""
+        process (its own batched solve) while this process solves the rest. With a pool
+        handed over (:func:`attack_pool`, ``workers`` processes that may be busy with other
+        work: evaluate's cost sweep), each group is cut into ``workers`` shares and every
+        share goes to the pool, the longest first, so whichever process is free takes the
+        next; this process waits."""
         groups: dict[tuple[str, int, int, FedAvgSpec | None], list[_Job]] = {}
         for job in jobs:
             groups.setdefault((job.name, job.batch, job.iterations, job.fedavg), []).append(job)
+        if not self._owned and self._executor is not None:
+            self._run_in_pool(groups, what)
+            return
         pool = self._pool() if len(jobs) > 1 else None
-        remote: list[tuple[list[_Job], Any]] = []
+        remote: list[tuple[list[_Job], _GroupSpec, Any]] = []
         if pool is not None:
             for (name, batch, iterations, fedavg), members in groups.items():
                 away = members[1::2]
@@ -494,7 +505,7 @@ class _Attacker:
                     spec = _GroupSpec(name, batch, iterations, fedavg, self.input_shape, self.num_classes,
                                       self.budget.device, self.budget.restarts, self.budget.plateau)
                     work = [(job.gradient, job.seed) for job in away]
-                    remote.append((away, pool.submit(_solve_group, self.model, spec, work)))
+                    remote.append((away, spec, pool.submit(_solve_group, self.model, spec, work)))
                     groups[(name, batch, iterations, fedavg)] = members[0::2]
         for (name, batch, iterations, fedavg), members in groups.items():
             attack = ATTACKS[name]
@@ -511,28 +522,45 @@ class _Attacker:
                                    self._bar(f"{name} x {len(members)}"))
             for job, result in zip(members, results):
                 job.result = result
-        for away, future in remote:
+        for away, _, future in remote:
             for job, result in zip(away, future.result()):
+                job.result = result
+
+    def _run_in_pool(self, groups: Mapping[tuple[str, int, int, FedAvgSpec | None], list[_Job]],
+                     what: str) -> None:
+        shares: list[tuple[int, list[_Job], _GroupSpec]] = []
+        for (name, batch, iterations, fedavg), members in groups.items():
+            spec = _GroupSpec(name, batch, iterations, fedavg, self.input_shape, self.num_classes,
+                              self.budget.device, self.budget.restarts, self.budget.plateau)
+            if self.progress is not None:
+                self.progress(
+                    f"{what}: {name} on {len(members)} {'vector' if len(members) == 1 else 'vectors'} "
+                    f"in {min(self.workers, len(members))} worker processes (batch {batch}, "
+                    f"{iterations} steps x {self.budget.restarts} restarts)"
+                )
+            for part in range(self.workers):
+                share = members[part :: self.workers]
+                if share:
+                    # Longest first (lanes x steps x images per lane), so the last to finish is short.
+                    shares.append((len(share) * iterations * batch, share, spec))
+        shares.sort(key=lambda item: -item[0])
+        futures = [
+            (share, self._executor.submit(_solve_group, self.model, spec,
+                                          [(job.gradient, job.seed) for job in share]))
+            for _, share, spec in shares
+        ]
+        for share, future in futures:
+            for job, result in zip(share, future.result()):
                 job.result = result
 
     def _pool(self) -> Any:
         """The worker process (started once per attacker), or None: one process, or a GPU."""
-        if self.workers <= 1 or resolve_device(self.budget.device).type != "cpu":
-            return None
         if self._executor is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # Our own process, spawned fresh: it receives the model and candidate tensors
-            # from this one (nothing from another party crosses this pipe).
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers - 1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),),
-            )
+            self._executor = attack_pool(self.workers, self.budget.device)
         return self._executor
 
     def close(self) -> None:
-        if self._executor is not None:
+        if self._executor is not None and self._owned:
             self._executor.shutdown()
             self._executor = None
 
@@ -571,6 +599,25 @@ class _Attacker:
     def baseline_scores(self, key: tuple[Any, ...], originals: torch.Tensor,
                         labels: torch.Tensor) -> list[float]:
         return [_score(result, originals, labels).psnr_best for result in self._baselines.get(key, [])]
+
+
+def attack_pool(workers: int, device: str, *, remote: bool = False) -> Executor | None:
+    """The worker processes that share the attacks with this one: ``workers`` - 1 of them,
+    spawned fresh with this process's torch thread count; None for one worker or a GPU.
+    ``remote``: ``workers`` of them, to solve every share while this process does other
+    work (hand it to :func:`attack_planned`, which then only waits). Whoever makes one
+    shuts it down."""
+    if workers <= 1 or resolve_device(device).type != "cpu":
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Our own processes, spawned fresh: they receive the model and candidate tensors from
+    # this one (nothing from another party crosses this pipe).
+    return ProcessPoolExecutor(
+        max_workers=workers if remote else workers - 1, mp_context=multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -728,12 +775,16 @@ def attack_planned(
     steps: Callable[[int, int], None] | None = None,
     what: str = "",
     workers: int = 1,
+    pool: Executor | None = None,
 ) -> list[Assessment]:
     """Attack the observables of every planned assessment (all of one model and image
     shape) in one batched computation per attack, batch size and budget; then the random
     baselines the unrecovered ones need; then score and decide. One :class:`Assessment`
     per planned one, in order. ``workers`` > 1: that many processes share the attacks
-    (on the CPU; each solves its share of every batched computation)."""
+    (on the CPU; each solves its share of every batched computation). ``pool``: the
+    ``workers`` processes to solve every share in (:func:`attack_pool` with ``remote``;
+    its owner shuts it down) while this process waits, instead of a worker started and
+    stopped here."""
     budget = budget or Budget()
     if not planned:
         return []
@@ -752,6 +803,7 @@ def attack_planned(
         baseline_cache,
         steps,  # type: ignore[arg-type]
         workers,
+        pool,
     )
     try:
         _attack_plans([(p.assessment, p.plans) for p in planned], attacker, budget, what)

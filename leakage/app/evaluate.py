@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ from leakage.assess import (
     PlannedAssessment,
     UpdateKind,
     attack_planned,
+    attack_pool,
     is_colluding,
     plan_assessment,
 )
@@ -154,7 +156,6 @@ def _threat(protocol: Protocol[Any]) -> dict[str, Any]:
 def evaluate(settings: Settings) -> EvaluateRecord:
     """Run everything ``settings`` asks for, write report.html + results.json, return the record."""
     import protocols
-    from leakage.app.report import write_report
 
     started = time.perf_counter()
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -165,6 +166,35 @@ def evaluate(settings: Settings) -> EvaluateRecord:
         protocols.get(name)  # an unknown name fails now, listing the valid ones
     defenses = list(settings.defense_specs())
 
+    # The cost sweep runs in one of the attack workers while this process runs the rounds
+    # (one process each on the 2 cores this job targets); then the attacks' shares go to
+    # the workers, the longest first, each taken by whichever worker is free, while this
+    # process waits: never more than ``workers`` processes busy.
+    pool = attack_pool(settings.workers, settings.device, remote=True)
+    try:
+        return _evaluate(settings, started, created, log, device, names, defenses, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _evaluate(
+    settings: Settings,
+    started: float,
+    created: str,
+    log: Log,
+    device: torch.device,
+    names: list[str],
+    defenses: list[str],
+    pool: Executor | None,
+) -> EvaluateRecord:
+    import protocols
+    from leakage.app.report import write_report
+
+    sweep = pool.submit(
+        cost_curve, names, settings.sizes(), settings.cost_clients, quick=settings.quick,
+        max_seconds=settings.max_protocol_seconds / 4, log=log,
+    ) if pool is not None else None
     sim = simulate(settings)
     n_params = sim.n_params
     sample_counts = [float(settings.batch)] * settings.clients
@@ -233,7 +263,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             run.post.append(functools.partial(_with_defense_info, info=info))
             pending.append(run)
     runs, reconstructions = finish_runs(pending, budget, log, baseline_cache=baselines, steps=bar,
-                                        workers=settings.workers)
+                                        workers=settings.workers, pool=pool)
 
     malicious_rows: list[dict[str, Any]] = []
     malicious_images: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -256,7 +286,7 @@ def evaluate(settings: Settings) -> EvaluateRecord:
             log=log,
         )
 
-    points, curve_notes = cost_curve(
+    points, curve_notes = sweep.result() if sweep is not None else cost_curve(
         names,
         settings.sizes(),
         settings.cost_clients,
@@ -396,15 +426,17 @@ def finish_runs(
     baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
     steps: Callable[[int, int], None] | None = None,
     workers: int = 1,
+    pool: Executor | None = None,
 ) -> tuple[list[RunRecord], dict[str, dict[int, torch.Tensor]]]:
     """Attack the observables of every pending run together, then finish each run's
     record (rows, uniformity, notes, verdicts, the plaintext reference of each row) and
-    return the records and the matched reconstructions by run name and row index."""
+    return the records and the matched reconstructions by run name and row index
+    (``pool``: worker processes to share the attacks, :func:`leakage.assess.attack_pool`)."""
     planned = [run.planned for run in pending if run.planned is not None]
     jobs = sum(len(plan.jobs) for p in planned for plan in p.plans)
     log(f"attacking {jobs} observable x attack pairs of {len(planned)} rounds together")
     assessments = iter(attack_planned(planned, budget, progress=log, baseline_cache=baseline_cache,
-                                      steps=steps, what="every round", workers=workers))
+                                      steps=steps, what="every round", workers=workers, pool=pool))
     records: list[RunRecord] = []
     reconstructions: dict[str, dict[int, torch.Tensor]] = {}
     for run in pending:

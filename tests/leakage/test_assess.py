@@ -17,6 +17,7 @@ from leakage.assess import (
     ClientData,
     assess,
     attack_planned,
+    attack_pool,
     byte_uniformity,
     decide,
     gradient_structure,
@@ -199,3 +200,31 @@ def test_the_same_update_through_two_protocols_is_attacked_once():
         original.psnr, original.iterations, original.verdict)
     assert rows[("two-server", "client-0 MaskedShare", "server")].attacked_as == ""
     assert rows[("defended", "client-0 PlainUpdate", "server")].attacked_as == ""
+
+
+def test_a_worker_busy_with_other_work_does_not_hold_up_the_attacks():
+    """evaluate hands one attack worker its cost sweep first: the other takes the shares."""
+    import multiprocessing
+
+    model, truth, updates = _tiny_setup(2)
+    budget = Budget(attacks=("idlg",), iterations=5, baseline_seeds=1, device="cpu")
+    observations = run_round(protocols.create("plaintext-fedsgd"), updates).observations()
+    alone = assess(observations, model, truth, budget, label="plain")
+    pool = attack_pool(2, "cpu", remote=True)
+    assert pool is not None
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        release = manager.Event()
+        busy = pool.submit(release.wait, 120)
+        try:
+            planned = plan_assessment(observations, model, truth, budget, label="plain")
+            [shared_pool] = attack_planned([planned], budget, workers=2, pool=pool)
+            assert not busy.done()  # nothing waited for the busy worker
+        finally:
+            release.set()
+            pool.shutdown()
+    assert busy.result() is True
+    # The same problems solved (another process's float rounding may move a PSNR a little).
+    assert [(r.observable, r.verdict) for r in shared_pool.rows] == [
+        (r.observable, r.verdict) for r in alone.rows]
+    for pooled, here in zip(shared_pool.rows, alone.rows):
+        assert pooled.psnr == pytest.approx(here.psnr, abs=0.5)
