@@ -72,7 +72,6 @@ __all__ = [
     "configure_device",
     "evaluate",
     "finish_runs",
-    "run_protocol",
     "start_protocol",
     "simulate",
     "summary_table",
@@ -484,36 +483,6 @@ def with_references(records: Sequence[RunRecord]) -> list[RunRecord]:
             rows.append(row)
         out.append(dataclasses.replace(record, rows=tuple(rows)))
     return out
-
-
-def run_protocol(
-    label: str,
-    protocol: Protocol[Any],
-    updates: Sequence[np.ndarray],
-    weights: Sequence[float] | None,
-    update_kind: UpdateKind,
-    sim: Simulation,
-    budget: Budget,
-    log: Callable[[str], None],
-    *,
-    defense: str | None = None,
-    config_note: str,
-    attack_clients: Sequence[int] | None = None,
-    include_aggregate: bool = True,
-    baseline_cache: dict[tuple[Any, ...], list[Any]] | None = None,
-    steps: Callable[[int, int], None] | None = None,
-    observe: Callable[[list[Any]], list[Any]] | None = None,
-) -> tuple[RunRecord, dict[int, torch.Tensor]]:
-    """One round of ``protocol`` over ``updates``, its observations attacked: the run's
-    record and the matched reconstructions by row index (:func:`start_protocol` then
-    :func:`finish_runs` for this run alone)."""
-    run = start_protocol(
-        label, protocol, updates, weights, update_kind, sim, budget, log, defense=defense,
-        config_note=config_note, attack_clients=attack_clients, include_aggregate=include_aggregate,
-        observe=observe,
-    )
-    records, reconstructions = finish_runs([run], budget, log, baseline_cache=baseline_cache, steps=steps)
-    return records[0], reconstructions[records[0].name]
 
 
 def _with_defense_info(record: RunRecord, *, info: dict[str, Any]) -> RunRecord:
