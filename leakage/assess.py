@@ -882,6 +882,9 @@ def _attack_plans(
     one's takes its results), then the baselines the unrecovered ones need, then score and
     decide (rows in observation order, attacks in budget order)."""
     shared = shared_candidates(rounds)
+    if shared and attacker.progress is not None:
+        attacker.progress(f"{what or 'assessment'}: {len(shared)} candidates are the same update as an "
+                          "earlier one's (a decryption, a sum, FedAvg weights): attacked once for both")
     attacked = [plan for _, plans in rounds for plan in plans if id(plan) not in shared]
     attacker.run([job for plan in attacked for job in plan.jobs], what or "assessment")
     for _, plans in rounds:
