@@ -2,6 +2,7 @@
 
     python -m benchmarks.aggregate_leakage [--quick] [--out bench-out] [--clients 1,2,4,8,16]
         [--batches 1,2,4] [--iterations 150] [--restarts 4] [--resolution 32] [--attacks idlg]
+        [--threads 1]
 
 Secure aggregation hides each client's update, but it reveals the sum, and the sum of n
 clients' mean gradients is n times the gradient of all n x B images (B the local batch):
@@ -23,15 +24,16 @@ and the steps its draws ran.
 The baseline measured in the same run: the same attack on random vectors of the
 aggregate's shape and scale (``baseline_psnr``), per point.
 
-Writes ``aggregate_leakage.json`` (environment, settings, rows) and
-``aggregate_leakage.csv`` (the rows).
+Writes ``aggregate_leakage.json`` (environment, settings, rows, ``complete``) and
+``aggregate_leakage.csv`` (the rows), both rewritten after every cell; cells run fewest
+hidden images first.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +81,14 @@ def sweep(
     device: str = "cpu",
     baseline_seeds: int = 2,
     progress: bool = False,
+    on_cell: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (n_clients, batch, attack): the attack on the revealed sum, at
-    ``iterations`` steps per image it hides x ``restarts`` (evaluate's plateau rule)."""
+    ``iterations`` steps per image it hides x ``restarts`` (evaluate's plateau rule).
+
+    Cells run in order of the images their sum hides (then clients), so the cheap cells that
+    decide ``min_clients`` guidance come first (ties: more clients first); ``on_cell`` gets the rows so far after each
+    cell (a long run cut short still leaves the cells it finished)."""
     import protocols
     from leakage.app.settings import PLATEAU, Settings
     from leakage.app.simulation import simulate
@@ -89,65 +96,107 @@ def sweep(
     from secagg.round import run_round
 
     rows: list[dict[str, Any]] = []
-    for batch in batches:
-        for n in clients:
-            settings = Settings(clients=n, batch=batch, resolution=resolution, seed=seed, progress=False)
-            sim = simulate(settings)
-            budget = Budget(
-                attacks=attacks,
-                iterations=iterations,
-                baseline_seeds=baseline_seeds,
-                restarts=restarts,
-                plateau=PLATEAU,
-                device=device,
-                seed=seed,
+    for n, batch in cells(clients, batches):
+        settings = Settings(clients=n, batch=batch, resolution=resolution, seed=seed, progress=False)
+        sim = simulate(settings)
+        budget = Budget(
+            attacks=attacks,
+            iterations=iterations,
+            baseline_seeds=baseline_seeds,
+            restarts=restarts,
+            plateau=PLATEAU,
+            device=device,
+            seed=seed,
+        )
+        result = run_round(protocols.create("plaintext-fedsgd", dtype="float64"), sim.gradients)
+        began = time.perf_counter()
+        assessment = assess(
+            result.observations(),
+            sim.model,
+            sim.truth,
+            budget,
+            label="plaintext-fedsgd",
+            attack_clients=(),
+            progress=(lambda m: print(m, flush=True)) if progress else None,
+        )
+        for row in assessment.rows:
+            if row.observable != AGGREGATE:
+                continue
+            rows.append(
+                {
+                    "n_clients": n,
+                    "batch": batch,
+                    "images": n * batch,
+                    "psnr_best": row.psnr,
+                    "psnr_mean": row.psnr_mean,
+                    "ssim": row.ssim,
+                    "label_accuracy": row.label_accuracy,
+                    "baseline_psnr": row.baseline_psnr,
+                    "verdict": row.verdict,
+                    "reason": row.reason,
+                    "attack": row.attack,
+                    "iterations": row.iterations,
+                    "budget": row.budget,
+                    "restarts": row.restarts,
+                    "stopped": row.stopped,
+                    "seconds": row.seconds,
+                    "wall_seconds": time.perf_counter() - began,
+                }
             )
-            result = run_round(protocols.create("plaintext-fedsgd", dtype="float64"), sim.gradients)
-            began = time.perf_counter()
-            assessment = assess(
-                result.observations(),
-                sim.model,
-                sim.truth,
-                budget,
-                label="plaintext-fedsgd",
-                attack_clients=(),
-                progress=(lambda m: print(m, flush=True)) if progress else None,
-            )
-            for row in assessment.rows:
-                if row.observable != AGGREGATE:
-                    continue
-                rows.append(
-                    {
-                        "n_clients": n,
-                        "batch": batch,
-                        "images": n * batch,
-                        "psnr_best": row.psnr,
-                        "psnr_mean": row.psnr_mean,
-                        "ssim": row.ssim,
-                        "label_accuracy": row.label_accuracy,
-                        "baseline_psnr": row.baseline_psnr,
-                        "verdict": row.verdict,
-                        "reason": row.reason,
-                        "attack": row.attack,
-                        "iterations": row.iterations,
-                        "budget": row.budget,
-                        "restarts": row.restarts,
-                        "stopped": row.stopped,
-                        "seconds": row.seconds,
-                        "wall_seconds": time.perf_counter() - began,
-                    }
-                )
+        if on_cell is not None:
+            on_cell(rows)
     return rows
 
 
-def run(quick: bool, **overrides: Any) -> dict[str, Any]:
-    """The sweep (``quick``: a 3-point grid at 16x16) as a JSON-ready record."""
+def cells(clients: Sequence[int], batches: Sequence[int]) -> list[tuple[int, int]]:
+    """The (n_clients, batch) grid, fewest hidden images first (ties: more clients first, the
+    axis min_clients guidance is about)."""
+    return sorted(((n, b) for b in batches for n in clients), key=lambda c: (c[0] * c[1], -c[0]))
+
+
+def run(
+    quick: bool,
+    *,
+    out: Path | None = None,
+    threads: int = 1,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The sweep (``quick``: a 3-point grid at 16x16) as a JSON-ready record.
+
+    ``out``: rewrite ``aggregate_leakage.json``/``.csv`` there after every cell, so a run
+    stopped part-way keeps what it finished (``complete`` false, ``cells_not_run`` listed).
+    ``threads``: torch's intra-op threads for the run (1 by default: tiny models, no
+    contention; see leakage.app.settings)."""
     import torch
 
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     grid = dict(QUICK if quick else FULL)
     grid.update({k: v for k, v in overrides.items() if v is not None})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread, no contention (see leakage.app.settings)
+    grid["threads"] = threads
+    planned = cells(grid["clients"], grid["batches"])
+    env = environment()
+
+    def record_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        done = {(r["n_clients"], r["batch"]) for r in rows}
+        single = [r for r in rows if r["n_clients"] == 1 and r["batch"] == 1]
+        return {
+            "benchmark": "aggregate_leakage",
+            "environment": env,
+            "quick": quick,
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in grid.items()},
+            "complete": all(c in done for c in planned),
+            "cells_not_run": [list(c) for c in planned if c not in done],
+            "rows": rows,
+            "n1_exposed": bool(single) and all(r["verdict"] == "exposed" for r in single),
+        }
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        if out is not None:
+            write_files(out, record_of(rows))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         rows = sweep(
             grid["clients"],
@@ -156,22 +205,18 @@ def run(quick: bool, **overrides: Any) -> dict[str, Any]:
             resolution=grid["resolution"],
             restarts=grid["restarts"],
             attacks=tuple(grid.get("attacks", ("idlg",))),
+            on_cell=save,
         )
     finally:
-        torch.set_num_threads(threads)
-    single = [r for r in rows if r["n_clients"] == 1 and r["batch"] == 1]
-    return {
-        "benchmark": "aggregate_leakage",
-        "environment": environment(),
-        "quick": quick,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in grid.items()},
-        "rows": rows,
-        "n1_exposed": bool(single) and all(r["verdict"] == "exposed" for r in single),
-    }
+        torch.set_num_threads(previous)
+    record = record_of(rows)
+    save(rows)
+    return record
 
 
-
-
+def write_files(out: Path, record: dict[str, Any]) -> None:
+    write_json(out / "aggregate_leakage.json", record)
+    write_csv(out / "aggregate_leakage.csv", record["rows"], COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,9 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=None, help="draws per attack (default 4)")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--attacks", type=lambda t: tuple(t.split(",")), default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
     record = run(
         args.quick,
+        out=out,
+        threads=args.threads,
         clients=args.clients,
         batches=args.batches,
         iterations=args.iterations,
@@ -194,9 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolution=args.resolution,
         attacks=args.attacks,
     )
-    out = Path(args.out)
-    write_json(out / "aggregate_leakage.json", record)
-    write_csv(out / "aggregate_leakage.csv", record["rows"], COLUMNS)
     print(f"{'n':>3} {'B':>3} {'PSNR best':>9} {'mean':>6} {'labels':>6} {'random':>7} {'budget':>8} "
           f"{'run':>6}  verdict")
     for row in record["rows"]:
