@@ -86,9 +86,9 @@ def sweep(
     """One row per (n_clients, batch, attack): the attack on the revealed sum, at
     ``iterations`` steps per image it hides x ``restarts`` (evaluate's plateau rule).
 
-    Cells run in order of the images their sum hides (then clients), so the cheap cells that
-    decide ``min_clients`` guidance come first (ties: more clients first); ``on_cell`` gets the rows so far after each
-    cell (a long run cut short still leaves the cells it finished)."""
+    Cells run in order of the images their sum hides (ties: more clients first), so the cheap
+    cells that decide ``min_clients`` guidance come first; ``on_cell`` gets the rows so far
+    after each cell (a long run cut short still leaves the cells it finished)."""
     import protocols
     from leakage.app.settings import PLATEAU, Settings
     from leakage.app.simulation import simulate
