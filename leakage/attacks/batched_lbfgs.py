@@ -48,21 +48,15 @@ Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _rows_times(matrix: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """[L, K, D] x [L, D] -> [L, K]. One matrix-vector product per lane: on the CPU a
-    batched ``bmm`` of matrix-vector shape ran 4x slower than the lanes one by one."""
+    """[L, K, D] x [L, V, D] -> [L, K, V]: per lane, every row of ``matrix`` times each of
+    the V vectors, the matrix read once. On the CPU one product per lane, written as
+    ``vectors @ matrix^T`` (a [V, D] x [D, K] product over the row-major block): measured at
+    56 lanes x 200 rows x 3,072 values, one thread, one vector 20 ms, two 24 ms and three 27
+    ms this way, against 61 ms for two as ``matrix @ [D, 2]`` and 57 ms for one as a
+    batched ``bmm``."""
     if matrix.device.type != "cpu":
-        return torch.bmm(matrix, vectors[:, :, None])[:, :, 0]
-    return torch.stack([m @ v for m, v in zip(matrix, vectors)])
-
-
-def _rows_times_pair(matrix: torch.Tensor, first: torch.Tensor,
-                     second: torch.Tensor) -> torch.Tensor:
-    """[L, K, D] x ([L, D], [L, D]) -> [L, K, 2]: every row times both vectors, the matrix
-    read once."""
-    both = torch.stack([first, second], dim=2)  # [L, D, 2]
-    if matrix.device.type != "cpu":
-        return torch.bmm(matrix, both)
-    return torch.stack([m @ v for m, v in zip(matrix, both)])
+        return torch.bmm(matrix, vectors.transpose(1, 2))
+    return torch.stack([v @ m.T for m, v in zip(matrix, vectors)]).transpose(1, 2)
 
 
 def _combine_rows(weights: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -76,7 +70,7 @@ class BatchedLBFGS:
     """One L-BFGS memory (``history`` pairs) per lane of an ``[L, D]`` variable.
 
     The pairs are stored in the variable's dtype as one ``[L, 2 * history, D]`` block
-    (steps, then gradient changes), so each evaluation reads the block three times in
+    (steps, then gradient changes), so each evaluation reads the block twice in
     all; the small ``m x m`` algebra runs in float64, where the triangular solves stay
     well conditioned.
     """
@@ -90,6 +84,8 @@ class BatchedLBFGS:
         self.valid = torch.zeros((lanes, history), device=device, dtype=torch.bool)
         self.gamma = torch.ones(lanes, device=device, dtype=torch.float64)
         self.written = 0  # pairs written so far (the shared ring buffer's clock)
+        # (gradient, the block's rows times it) from the last remember(), for direction().
+        self._projected: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _chronological(self, count: int, device: torch.device) -> torch.Tensor:
         """The ring slots of the ``count`` latest pairs, oldest first."""
@@ -100,13 +96,25 @@ class BatchedLBFGS:
         self.pairs = self.pairs[index]
         self.sy, self.yy = self.sy[index], self.yy[index]
         self.valid, self.gamma = self.valid[index], self.gamma[index]
+        self._projected = None
 
     def forget(self, lanes: torch.Tensor) -> None:
-        """Empty the memory of the lanes where ``lanes`` (bool [L]) is true."""
+        """Empty the memory of the lanes where ``lanes`` (bool [L]) is true. Their pairs and
+        products are zeroed too: an empty slot always holds zeros (a rejected pair is stored
+        as zeros), so its rows and columns of S^T Y and Y^T Y stay zero and
+        :meth:`direction` needs no mask over them."""
         self.valid &= ~lanes[:, None]
+        if lanes.device.type == "cpu" and not bool(lanes.any()):
+            return  # the usual case; a masked write would still pass over the whole block
+        self.pairs[lanes] = 0.0
+        self.sy[lanes] = 0.0
+        self.yy[lanes] = 0.0
 
-    def remember(self, step: torch.Tensor, change: torch.Tensor, accept: torch.Tensor) -> None:
-        """Store the pair (s, y) for the lanes where ``accept``; the others store nothing."""
+    def remember(self, step: torch.Tensor, change: torch.Tensor, accept: torch.Tensor,
+                 grad: torch.Tensor | None = None) -> None:
+        """Store the pair (s, y) for the lanes where ``accept``; the others store nothing.
+        ``grad``: the gradient the next :meth:`direction` call will be given (the same
+        tensor), whose products with the stored pairs are then read in the same pass."""
         m = self.history
         slot = self.written % m
         self.written += 1
@@ -115,8 +123,11 @@ class BatchedLBFGS:
         self.pairs[:, slot] = s
         self.pairs[:, m + slot] = y
         # Column ``slot`` of S^T Y (s_i . y) and of Y^T Y (y_i . y), and row ``slot`` of
-        # S^T Y (s . y_j), in one pass over the block: every row times y and s.
-        products = _rows_times_pair(self.pairs, y, s).double()  # [L, 2m, 2]
+        # S^T Y (s . y_j), in one pass over the block: every row times y and s; and times
+        # ``grad`` when given, kept for the :meth:`direction` that follows (one pass fewer).
+        vectors = [y, s] if grad is None else [y, s, grad]
+        products = _rows_times(self.pairs, torch.stack(vectors, dim=1)).double()  # [L, 2m, V]
+        self._projected = None if grad is None else (grad, products[:, :, 2])
         with_y = products[:, :, 0]
         self.sy[:, :, slot] = with_y[:, :m]
         self.sy[:, slot, :] = products[:, m:, 1]
@@ -136,16 +147,21 @@ class BatchedLBFGS:
         if count == 0:
             return -grad, has_memory
         order = self._chronological(count, grad.device)
-        valid = self.valid[:, order]
-        valid64 = valid.double()
-        mask = valid64[:, :, None] * valid64[:, None, :]
-        projections = _rows_times(self.pairs, grad).double()
+        valid64 = self.valid[:, order].double()
+        projected, self._projected = self._projected, None
+        if projected is not None and projected[0] is grad:
+            projections = projected[1]
+        else:
+            projections = _rows_times(self.pairs, grad[:, None, :])[:, :, 0].double()
         a = projections[:, :m][:, order] * valid64
         b = projections[:, m:][:, order] * valid64
-        sy = self.sy[:, order][:, :, order] * mask
-        yy = self.yy[:, order][:, :, order] * mask
+        # S^T Y and Y^T Y in chronological order, one gather each (empty slots are zero).
+        cells = (order[:, None] * m + order[None, :]).flatten()
+        sy = self.sy.flatten(1)[:, cells].view(-1, count, count)
+        yy = self.yy.flatten(1)[:, cells].view(-1, count, count)
         # Empty slots decouple: identity rows in R, zeros in D and Y^T Y.
-        r = torch.triu(sy) + torch.diag_embed(1.0 - valid64)
+        r = torch.triu(sy)
+        r.diagonal(dim1=1, dim2=2).add_(1.0 - valid64)
         gamma = self.gamma[:, None]
         u = torch.linalg.solve_triangular(r, a[:, :, None], upper=True)[:, :, 0]
         rhs = torch.diagonal(sy, dim1=1, dim2=2) * u + gamma * torch.bmm(yy, u[:, :, None])[:, :, 0]
@@ -289,10 +305,11 @@ def minimise_lanes(
             move = x - x_prev
             ys = (move * change).sum(dim=1)
             accept = has_prev & ~idle & finite & torch.isfinite(ys) & (ys > CURVATURE_MIN)
-            memory.remember(move, change, accept)
+            masked_grad = torch.where(finite[:, None], grad, 0.0)
+            memory.remember(move, change, accept, masked_grad)
             stalled = has_prev & ((loss - loss_prev).abs() < TOLERANCE_CHANGE)
             idle = idle | ~finite | (grad_max <= TOLERANCE_GRAD) | stalled
-            direction, has_memory = memory.direction(torch.where(finite[:, None], grad, 0.0))
+            direction, has_memory = memory.direction(masked_grad)
             first = torch.clamp(1.0 / grad.abs().sum(dim=1).clamp_min(1e-30), max=1.0)
             slope = (grad * direction).sum(dim=1)
             bad = has_memory & ~(slope < -TOLERANCE_CHANGE)
