@@ -487,9 +487,9 @@ class _Attacker:
         With ``workers`` > 1 on the CPU, every other job of each group goes to a worker
         process (its own batched solve) while this process solves the rest. With a pool
         handed over (:func:`attack_pool`, ``workers`` processes that may be busy with other
-        work: evaluate's cost sweep), each group is cut into ``workers`` shares and every
-        share goes to the pool, the longest first, so whichever process is free takes the
-        next; this process waits."""
+        work: evaluate's cost sweep), each group is cut into shares (:func:`pool_shares`)
+        and every share goes to the pool, the longest first, so whichever process is free
+        takes the next; this process waits."""
         groups: dict[tuple[str, int, int, FedAvgSpec | None], list[_Job]] = {}
         for job in jobs:
             groups.setdefault((job.name, job.batch, job.iterations, job.fedavg), []).append(job)
@@ -538,8 +538,9 @@ class _Attacker:
                     f"in {min(self.workers, len(members))} worker processes (batch {batch}, "
                     f"{iterations} steps x {self.budget.restarts} restarts)"
                 )
-            for part in range(self.workers):
-                share = members[part :: self.workers]
+            parts = pool_shares(len(members), self.workers)
+            for part in range(parts):
+                share = members[part :: parts]
                 if share:
                     # Longest first (lanes x steps x images per lane), so the last to finish is short.
                     shares.append((len(share) * iterations * batch, share, spec))
@@ -599,6 +600,20 @@ class _Attacker:
     def baseline_scores(self, key: tuple[Any, ...], originals: torch.Tensor,
                         labels: torch.Tensor) -> list[float]:
         return [_score(result, originals, labels).psnr_best for result in self._baselines.get(key, [])]
+
+
+# A group handed to a pool is cut into up to this many shares per worker, each of at
+# least MIN_SHARE candidates (fewer lanes batch less well): with one share per worker, the
+# default evaluate ended with one worker solving a 290 s share of batch-1 iDLG alone.
+SHARES_PER_WORKER = 2
+MIN_SHARE = 4
+
+
+def pool_shares(candidates: int, workers: int) -> int:
+    """How many shares a group of ``candidates`` is cut into for ``workers`` processes:
+    one per worker at least (while there are candidates), up to :data:`SHARES_PER_WORKER`
+    per worker while each keeps :data:`MIN_SHARE` candidates."""
+    return max(min(workers, candidates), min(workers * SHARES_PER_WORKER, candidates // MIN_SHARE))
 
 
 def attack_pool(workers: int, device: str, *, remote: bool = False) -> Executor | None:

@@ -24,6 +24,7 @@ from leakage.assess import (
     is_colluding,
     label_multiset_accuracy,
     plan_assessment,
+    pool_shares,
     shared_candidates,
 )
 from leakage.attacks import client_gradients, gradient_from_vector
@@ -200,6 +201,15 @@ def test_the_same_update_through_two_protocols_is_attacked_once():
         original.psnr, original.iterations, original.verdict)
     assert rows[("two-server", "client-0 MaskedShare", "server")].attacked_as == ""
     assert rows[("defended", "client-0 PlainUpdate", "server")].attacked_as == ""
+
+
+@pytest.mark.parametrize(("candidates", "workers", "shares"), [
+    (0, 2, 0), (1, 2, 1), (3, 2, 2), (7, 2, 2), (8, 2, 2), (12, 2, 3), (27, 2, 4), (54, 2, 4), (54, 3, 6),
+])
+def test_pool_shares_cut_big_groups_finer_but_keep_four_per_share(candidates, workers, shares):
+    assert pool_shares(candidates, workers) == shares
+    if shares > workers:  # only cut finer than one per worker while each keeps four
+        assert candidates // shares >= 4
 
 
 def test_a_worker_busy_with_other_work_does_not_hold_up_the_attacks():
