@@ -182,8 +182,7 @@ class Protocol(Generic[C]):
         """This protocol with its input bound set to ``bound`` (itself when unbounded)."""
         if self.input_bound_field is None:
             return self
-        config = dataclasses.replace(self.config, **{self.input_bound_field: float(bound)})  # type: ignore[type-var]
-        return type(self)(config)
+        return self._replaced({self.input_bound_field: float(bound)})
 
     def with_integer_inputs(self: P, bound: float, *, modulus_bits: int | None = None) -> P:
         """This protocol set up for inputs that are integers in [-bound, bound] (e.g. the
@@ -209,7 +208,7 @@ class Protocol(Generic[C]):
                 overrides[self.modular_field] = True
         if not overrides:
             return self
-        return type(self)(dataclasses.replace(self.config, **overrides))  # type: ignore[type-var]
+        return self._replaced(overrides)
 
     def cost_probe(self: P) -> P:
         """This protocol with :attr:`cost_probe_overrides` applied (itself when there are
@@ -217,7 +216,11 @@ class Protocol(Generic[C]):
         costs; its keys are never for a round whose result is used."""
         if not self.cost_probe_overrides:
             return self
-        return type(self)(dataclasses.replace(self.config, **self.cost_probe_overrides))  # type: ignore[type-var]
+        return self._replaced(self.cost_probe_overrides)
+
+    def _replaced(self: P, overrides: Mapping[str, Any]) -> P:
+        """This protocol's class with ``overrides`` applied to a copy of its configuration."""
+        return type(self)(dataclasses.replace(self.config, **overrides))  # type: ignore[type-var]
 
     def state_codec(self) -> StateCodec:
         """The codec that turns this protocol's parties into bytes and back (:mod:`secagg.state`)."""
