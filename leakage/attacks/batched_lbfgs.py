@@ -16,7 +16,8 @@ memory methods", eq. 3.5 for H)::
 with ``S``, ``Y`` the stored steps and gradient changes, ``R`` the upper triangle of
 ``S^T Y`` in chronological order and ``D`` its diagonal. ``S^T Y`` and ``Y^T Y`` are
 updated one row and column per iteration, so a direction costs four ``[L, m] x [m, D]``
-products and two small triangular solves instead of ``torch.optim.LBFGS``'s two-loop
+products (two passes over the stored pairs, one of them shared with the update of
+``S^T Y`` and ``Y^T Y``) and two small triangular solves instead of ``torch.optim.LBFGS``'s two-loop
 recursion of ~4m tiny Python-level operations per evaluation (on LeNet/32x32 that
 recursion cost 3.6x the function evaluation itself).
 
