@@ -299,6 +299,19 @@ def test_batched_lbfgs_direction_is_the_two_loop_recursion():
     lane1 = [p for p in pairs[-history:] if p[0] != 5]
     assert torch.allclose(direction[1], two_loop(lane1), rtol=1e-9, atol=1e-12)
 
+    # A forgotten lane starts again from the pairs stored after it (its old ones must not
+    # leak into S^T Y); the last pass's products with the gradient are reused by direction.
+    memory.forget(torch.tensor([False, True]))
+    both = torch.stack([grad, grad])
+    for k in (7, 8):
+        s = torch.randn(dim, generator=g, dtype=torch.float64)
+        memory.remember(torch.stack([s, s]), torch.stack([hessian @ s] * 2), torch.tensor([True, True]),
+                        both if k == 8 else None)
+        pairs.append((k, s, hessian @ s))
+    direction, _ = memory.direction(both)
+    assert torch.allclose(direction[0], two_loop(pairs[-history:]), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(direction[1], two_loop(pairs[-2:]), rtol=1e-9, atol=1e-12)
+
 
 def test_many_problems_in_one_solve(tiny):
     """Two gradients, two restarts each, one batched solve: both images recovered, each
