@@ -163,7 +163,7 @@ def run(
 ) -> dict[str, Any]:
     """The sweep (``quick``: a 3-point grid at 16x16) as a JSON-ready record.
 
-    ``out``: rewrite ``aggregate_leakage.json``/``.csv`` there after every cell, so a run
+    ``out``: write ``aggregate_leakage.json``/``.csv`` there at the start and after every cell, so a run
     stopped part-way keeps what it finished (``complete`` false, ``cells_not_run`` listed).
     ``threads``: torch's intra-op threads for the run (1 by default: tiny models, no
     contention; see leakage.app.settings)."""
@@ -195,6 +195,7 @@ def run(
         if out is not None:
             write_files(out, record_of(rows))
 
+    save([])  # a run stopped in its first cell still says which cells it did not run
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -209,9 +210,7 @@ def run(
         )
     finally:
         torch.set_num_threads(previous)
-    record = record_of(rows)
-    save(rows)
-    return record
+    return record_of(rows)  # on_cell wrote it after the last cell
 
 
 def write_files(out: Path, record: dict[str, Any]) -> None:
